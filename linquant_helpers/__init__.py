@@ -1,0 +1,45 @@
+"""linquant_helpers: the small, tested helper package of the linquant notebooks.
+
+Read it in lesson order:
+
+* :mod:`~linquant_helpers.affine`      - ranges, qparams, quantize, dequantize
+* :mod:`~linquant_helpers.granularity` - per-tensor, per-channel, per-group
+* :mod:`~linquant_helpers.qtensor`     - codes and qparams kept together
+* :mod:`~linquant_helpers.packing`     - several low-bit codes per byte
+* :mod:`~linquant_helpers.metrics`     - how big the error is
+"""
+
+from .affine import (
+    EPS,
+    choose_qparams,
+    code_dtype,
+    dequantize,
+    fake_quantize,
+    qparams_from_range,
+    qrange,
+    quantize,
+)
+from .metrics import max_abs_error, mse, sqnr_db
+from .packing import pack, packed_numel, unpack
+from .qtensor import QTensor, quantize_tensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EPS",
+    "QTensor",
+    "choose_qparams",
+    "code_dtype",
+    "dequantize",
+    "fake_quantize",
+    "max_abs_error",
+    "mse",
+    "pack",
+    "packed_numel",
+    "qparams_from_range",
+    "qrange",
+    "quantize",
+    "quantize_tensor",
+    "sqnr_db",
+    "unpack",
+]

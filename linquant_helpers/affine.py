@@ -1,0 +1,260 @@
+"""The core of linear (affine) quantization: ranges, qparams, quantize, dequantize.
+
+A real number ``x`` is stored as an integer code ``q`` with two parameters, a
+``scale`` s > 0 and an integer ``zero_point`` z::
+
+    q = clamp(round(x / s + z), qmin, qmax)        (quantize)
+    x_hat = s * (q - z)                              (dequantize)
+
+Every function accepts the three granularities of :mod:`linquant_helpers.granularity`
+through the same ``axis`` / ``group_size`` keywords.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from .granularity import Granularity
+from .validation import (
+    as_scale,
+    as_zero_point,
+    check_bits,
+    check_finite,
+    check_float_tensor,
+    check_int_tensor,
+)
+
+EPS = torch.finfo(torch.float32).eps
+"""Smallest scale ever returned (PyTorch's observers use the same): an all-zero
+tensor gets ``scale = EPS`` instead of 0, so that ``x / scale`` is never NaN."""
+
+_BLOCK_ELEMENTS = 1 << 18
+"""On the CPU, :func:`quantize` works through big tensors in blocks of about this
+many elements (1 MiB of float32), so its temporaries stay small and in cache."""
+
+
+def qrange(bits: int = 8, signed: bool = True, narrow: bool = False) -> tuple[int, int]:
+    """The integer codes ``[qmin, qmax]`` available with ``bits`` bits.
+
+    * signed:   ``[-2^(b-1), 2^(b-1) - 1]``, e.g. ``[-128, 127]`` at 8 bits;
+    * narrow:   signed without the most negative code, ``[-2^(b-1) + 1, 2^(b-1) - 1]``,
+      e.g. ``[-127, 127]``, so that the range is symmetric around 0;
+    * unsigned: ``[0, 2^b - 1]``, e.g. ``[0, 255]``.
+
+    Raises ``ValueError`` for bits outside 2..16 and for ``narrow=True`` with
+    ``signed=False``.
+    """
+    check_bits(bits)
+    if narrow and not signed:
+        raise ValueError("narrow=True drops the most negative code, so it needs signed=True")
+    if signed:
+        return -(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def code_dtype(bits: int, signed: bool) -> torch.dtype:
+    """The smallest integer dtype that holds every code of :func:`qrange`.
+
+    int8/uint8 up to 8 bits; int16 for signed codes and unsigned ones up to 15
+    bits; int32 for 16-bit unsigned codes.
+    """
+    check_bits(bits)
+    if bits <= 8:
+        return torch.int8 if signed else torch.uint8
+    if signed or bits < 16:
+        return torch.int16
+    return torch.int32
+
+
+def qparams_from_range(
+    min_val: torch.Tensor,
+    max_val: torch.Tensor,
+    bits: int = 8,
+    *,
+    symmetric: bool = False,
+    signed: bool = True,
+    narrow: bool = False,
+    eps: float = EPS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point that map ``[min_val, max_val]`` onto ``[qmin, qmax]``.
+
+    The range is first widened to include 0, so that 0.0 (padding, ReLU zeros)
+    is represented exactly: ``min_neg = min(min_val, 0)``, ``max_pos = max(max_val, 0)``.
+
+    * symmetric: ``scale = max(-min_neg, max_pos) / ((qmax - qmin) / 2)``, that is
+      ``max|x| / 127.5`` at 8 bits and ``max|x| / 127`` with ``narrow=True``;
+      ``zero_point = 0`` (signed) or ``2^(b-1)`` (unsigned, 128 at 8 bits).
+    * asymmetric: ``scale = (max_pos - min_neg) / (qmax - qmin)`` and
+      ``zero_point = clamp(qmin - round(min_neg / scale), qmin, qmax)``.
+
+    The scale is never below ``eps``. These are the formulas, in float32, of
+    PyTorch's ``MinMaxObserver.calculate_qparams``. Returns float32 ``scale`` and
+    int32 ``zero_point`` of the shape of ``min_val``.
+    """
+    qmin, qmax = qrange(bits, signed=signed, narrow=narrow)
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    min_neg = torch.clamp(min_val.float(), max=0.0)
+    max_pos = torch.clamp(max_val.float(), min=0.0)
+    if symmetric:
+        scale = torch.maximum(-min_neg, max_pos) / ((qmax - qmin) / 2)
+        scale = torch.clamp(scale, min=eps)
+        zero_point = torch.full_like(scale, 0 if signed else 2 ** (bits - 1), dtype=torch.int32)
+    else:
+        scale = torch.clamp((max_pos - min_neg) / (qmax - qmin), min=eps)
+        zero_point = torch.clamp(qmin - torch.round(min_neg / scale), qmin, qmax).to(torch.int32)
+    return scale, zero_point
+
+
+def choose_qparams(
+    x: torch.Tensor,
+    bits: int = 8,
+    *,
+    symmetric: bool = False,
+    signed: bool = True,
+    narrow: bool = False,
+    axis: int | None = None,
+    group_size: int | None = None,
+    eps: float = EPS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Choose ``(scale, zero_point)`` from the min and max of ``x`` (min-max calibration).
+
+    One pair per tensor, per channel (``axis``) or per group (``group_size``);
+    the formulas are those of :func:`qparams_from_range`. Returns a float32
+    scale and an int32 zero point on ``x``'s device, of shape ``()``,
+    ``(x.shape[axis],)`` or ``x.shape[:-1] + (x.shape[-1] // group_size,)``.
+
+    Raises ``ValueError`` for an empty ``x`` or one holding NaN or infinity,
+    and for a bad ``bits``, ``axis`` or ``group_size``.
+    """
+    x = check_float_tensor(x)
+    if x.numel() == 0:
+        raise ValueError(f"x is empty (shape {tuple(x.shape)}): there is no range to quantize")
+    check_finite(x)
+    g = Granularity.of(x.shape, axis, group_size)
+    xg, dims = g.grouped(x), g.reduce_dims()
+    return qparams_from_range(
+        xg.amin(dim=dims),
+        xg.amax(dim=dims),
+        bits,
+        symmetric=symmetric,
+        signed=signed,
+        narrow=narrow,
+        eps=eps,
+    )
+
+
+def quantize(
+    x: torch.Tensor,
+    scale: torch.Tensor | float,
+    zero_point: torch.Tensor | int = 0,
+    bits: int = 8,
+    *,
+    signed: bool = True,
+    narrow: bool = False,
+    axis: int | None = None,
+    group_size: int | None = None,
+) -> torch.Tensor:
+    """Quantize: ``q = clamp(round(x / scale + zero_point), qmin, qmax)``.
+
+    ``round`` is round-half-to-even, like ``torch.round``. As in PyTorch's CPU
+    kernel for ``torch.quantize_per_tensor``, ``x / scale`` is computed as
+    ``x * (1 / scale)`` and the zero point is added *before* rounding, in one
+    fused multiply-add; the result is bit-identical to that kernel. At exact
+    ties this matters: ``x = 0.25, scale = 0.5, zero_point = 1`` gives
+    ``round(1.5) = 2``, while rounding first would give ``round(0.5) + 1 = 1``
+    (which is what ``torch.fake_quantize_per_tensor_affine`` does).
+    ``torch.quantize_per_channel`` rounds ``x * (1 / scale)`` before adding a
+    nonzero zero point, so at near-ties (about one element in a million) it
+    can differ from this function by one code.
+
+    ``x`` is any floating-point tensor (bf16/fp16 are computed in float32);
+    the codes come back on its device, in :func:`code_dtype` (int8 or uint8 up
+    to 8 bits). ``scale`` and ``zero_point`` have the shape that
+    ``choose_qparams`` returns for the same ``axis``/``group_size``; a single
+    zero point may be shared by all channels or groups.
+
+    Raises ``TypeError`` for an integer ``x``; ``ValueError`` for a scale that
+    is not positive and finite, a zero point that is not an integer in
+    ``[qmin, qmax]``, or qparams whose shape does not fit the granularity.
+    """
+    x = check_float_tensor(x)
+    qmin, qmax = qrange(bits, signed=signed, narrow=narrow)
+    g = Granularity.of(x.shape, axis, group_size)
+    inv_scale = 1.0 / g.broadcastable(as_scale(scale, x.device), "scale")
+    zp = g.broadcastable(as_zero_point(zero_point, x.device, qmin, qmax), "zero_point").float()
+
+    xg = torch.atleast_1d(g.grouped(x))
+    q = torch.empty(xg.shape, dtype=code_dtype(bits, signed), device=x.device)
+    for rows in _row_blocks(xg):
+        # zero_point + x * inv_scale, as one fused multiply-add (a single rounding).
+        code = torch.addcmul(_take(zp, rows), xg[rows].float(), _take(inv_scale, rows))
+        q[rows] = code.round_().clamp_(qmin, qmax)
+    return q.reshape(x.shape)
+
+
+def dequantize(
+    q: torch.Tensor,
+    scale: torch.Tensor | float,
+    zero_point: torch.Tensor | int = 0,
+    *,
+    axis: int | None = None,
+    group_size: int | None = None,
+) -> torch.Tensor:
+    """Dequantize: ``x_hat = scale * (q - zero_point)``, in float32.
+
+    Subtract the zero point *first*: ``scale * q + zero_point`` is a common
+    bug that shifts every value. Bit-identical to PyTorch's ``.dequantize()``
+    given the same float32 scales. Raises ``TypeError`` for a floating-point
+    ``q`` and ``ValueError`` for bad qparams, as :func:`quantize` does.
+    """
+    q = check_int_tensor(q)
+    g = Granularity.of(q.shape, axis, group_size)
+    s = g.broadcastable(as_scale(scale, q.device), "scale")
+    z = g.broadcastable(as_zero_point(zero_point, q.device), "zero_point")
+    return ((g.grouped(q).float() - z) * s).reshape(q.shape)
+
+
+def fake_quantize(
+    x: torch.Tensor,
+    scale: torch.Tensor | float,
+    zero_point: torch.Tensor | int = 0,
+    bits: int = 8,
+    *,
+    signed: bool = True,
+    narrow: bool = False,
+    axis: int | None = None,
+    group_size: int | None = None,
+) -> torch.Tensor:
+    """Quantize then dequantize: ``scale * (quantize(x) - zero_point)``, in ``x``'s dtype.
+
+    The float values a quantized model really computes with ("simulated
+    quantization"); equal to ``dequantize(quantize(x, ...), ...)`` for float32
+    input. Arguments and errors as :func:`quantize`.
+    """
+    q = quantize(
+        x, scale, zero_point, bits, signed=signed, narrow=narrow, axis=axis, group_size=group_size
+    )
+    return dequantize(q, scale, zero_point, axis=axis, group_size=group_size).to(x.dtype)
+
+
+def _row_blocks(t: torch.Tensor) -> Iterator[slice]:
+    """Slices of ``t``'s first dimension of about ``_BLOCK_ELEMENTS`` elements each.
+
+    A memory detail, not part of the math: on the CPU, working in blocks keeps
+    the float temporaries in cache, which makes :func:`quantize` several times
+    faster on large tensors and bounds its extra memory. Elsewhere one block.
+    """
+    rows = t.shape[0]
+    per_block = rows
+    if t.device.type == "cpu" and t.numel():
+        per_block = max(1, _BLOCK_ELEMENTS // (t.numel() // rows))
+    for start in range(0, rows, max(per_block, 1)):
+        yield slice(start, start + per_block)
+
+
+def _take(p: torch.Tensor, rows: slice) -> torch.Tensor:
+    """The rows of a broadcastable qparam that go with ``rows`` of the data."""
+    return p if p.ndim == 0 or p.shape[0] == 1 else p[rows]

@@ -1,0 +1,83 @@
+"""Packing low-bit codes into bytes: several 1-, 2- or 4-bit codes per uint8.
+
+A 4-bit code needs half a byte, but PyTorch has no 4-bit dtype, so int4
+weights are stored two per byte. Code ``i`` of a byte sits at bit offset
+``bits * i`` (the first code in the lowest bits)::
+
+    byte = c0 | c1 << bits | c2 << 2*bits | ...     (pack)
+    c_i  = (byte >> bits*i) & (2^bits - 1)          (unpack)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .validation import check_int_tensor
+
+PACKABLE_BITS = (1, 2, 4, 8)
+
+
+def _check_pack_bits(bits: object) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in PACKABLE_BITS:
+        raise ValueError(f"bits must be one of {PACKABLE_BITS} for packing, got {bits!r}")
+    return bits
+
+
+def packed_numel(numel: int, bits: int) -> int:
+    """Bytes needed for ``numel`` codes of ``bits`` bits: ``ceil(numel * bits / 8)``."""
+    return math.ceil(numel * _check_pack_bits(bits) / 8)
+
+
+def pack(q: torch.Tensor, bits: int, *, signed: bool = False) -> torch.Tensor:
+    """Pack the integer codes ``q`` (any shape) into a flat uint8 tensor.
+
+    ``q`` is read in row-major order; when its size is not a multiple of the
+    ``8 // bits`` codes per byte, the last byte is padded with zero codes.
+    Codes must lie in ``[0, 2^bits - 1]``, or in ``[-2^(bits-1), 2^(bits-1) - 1]``
+    with ``signed=True`` (stored in two's complement).
+    Returns ``ceil(q.numel() * bits / 8)`` bytes on ``q``'s device.
+    """
+    q = check_int_tensor(q)
+    _check_pack_bits(bits)
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    if q.numel() and (int(q.min()) < low or int(q.max()) > high):
+        raise ValueError(
+            f"q must hold codes in [{low}, {high}] to pack into {bits} bits "
+            f"(signed={signed}), got values in [{int(q.min())}, {int(q.max())}]"
+        )
+    per_byte = 8 // bits
+    flat = q.reshape(-1).to(torch.int32) & (2**bits - 1)  # two's complement for negatives
+    flat = torch.nn.functional.pad(flat, (0, -flat.numel() % per_byte))
+    shifts = torch.arange(per_byte, device=q.device, dtype=torch.int32) * bits
+    return (flat.reshape(-1, per_byte) << shifts).sum(dim=1).to(torch.uint8)
+
+
+def unpack(
+    packed: torch.Tensor, bits: int, shape: tuple[int, ...] | torch.Size, *, signed: bool = False
+) -> torch.Tensor:
+    """Inverse of :func:`pack`: the codes of ``shape`` held in ``packed``.
+
+    Returns int8 codes (uint8 for 8-bit unsigned codes) of the given
+    ``shape``; ``signed`` must match the call to :func:`pack`. Raises
+    ``ValueError`` if ``packed`` has the wrong number of bytes for ``shape``.
+    """
+    packed = check_int_tensor(packed, "packed")
+    if packed.dtype != torch.uint8:
+        raise TypeError(f"packed must be a uint8 tensor, got dtype {packed.dtype}")
+    _check_pack_bits(bits)
+    shape = torch.Size(shape)
+    if packed.numel() != packed_numel(shape.numel(), bits):
+        raise ValueError(
+            f"packed holds {packed.numel()} bytes, but {shape.numel()} codes of {bits} bits "
+            f"(shape {tuple(shape)}) need {packed_numel(shape.numel(), bits)}"
+        )
+    per_byte = 8 // bits
+    shifts = torch.arange(per_byte, device=packed.device, dtype=torch.int32) * bits
+    codes = (packed.to(torch.int32).reshape(-1, 1) >> shifts) & (2**bits - 1)
+    codes = codes.reshape(-1)[: shape.numel()]
+    if signed:
+        codes = torch.where(codes >= 2 ** (bits - 1), codes - 2**bits, codes)
+    out_dtype = torch.uint8 if bits == 8 and not signed else torch.int8
+    return codes.to(out_dtype).reshape(shape)
