@@ -1,0 +1,92 @@
+"""Every notebook: its structure, its stored outputs, and papermill runs.
+
+nbval (configured in pyproject.toml) re-executes each notebook and compares
+the outputs with the stored ones. These tests add what nbval does not check:
+the lesson structure a learner relies on, small figures, and two papermill
+runs: once as a learner would (exercises unanswered), once with the
+reference solutions filled in, where every exercise check must pass.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from linquant_helpers.run_notebooks import NOTEBOOK_DIR, find_notebooks
+
+NOTEBOOKS = find_notebooks(NOTEBOOK_DIR, [])
+TAG = re.compile(r"^\[(PASS|FAIL|TODO)\] ", re.MULTILINE)
+
+
+def _read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def _text_outputs(nb: nbformat.NotebookNode) -> str:
+    """All text a notebook printed: streams and plain-text results."""
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                parts.append(out["text"])
+            elif "data" in out and "text/plain" in out["data"]:
+                parts.append(out["data"]["text/plain"])
+    return "\n".join(parts)
+
+
+def test_there_are_notebooks() -> None:
+    assert NOTEBOOKS, f"no numbered notebooks found in {NOTEBOOK_DIR}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_lesson_structure(path: Path) -> None:
+    nb = _read(path)
+    markdown = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    first, last = markdown[0].lower(), markdown[-1].lower()
+    assert "learning objectives" in first, "the first cell must state the learning objectives"
+    assert "estimated time" in first, "the first cell must give an estimated time"
+    assert "recap" in last, "the last markdown cell must be a recap"
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, "exactly one cell must be tagged 'parameters' for papermill"
+    assert "USE_SOLUTIONS = False" in params[0].source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_executed_in_order_and_small(path: Path) -> None:
+    assert path.stat().st_size < 1_000_000, "a notebook file must stay under 1 MB"
+    nb = _read(path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    counts = [c.execution_count for c in code]
+    assert counts == list(range(1, len(code) + 1)), (
+        "store the notebook executed top to bottom in a fresh kernel "
+        "(python -m linquant_helpers.run_notebooks --inplace)"
+    )
+    for cell in code:
+        for out in cell.outputs:
+            assert out.output_type != "error", f"stored error output in:\n{cell.source}"
+            png = out.get("data", {}).get("image/png")
+            if png:
+                assert len(base64.b64decode(png)) <= 100_000, "figures must be small PNGs (<= 100 KB)"
+    assert len(TAG.findall(_text_outputs(nb))) >= 2, "each notebook has at least 2 checked exercises"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("solutions", [False, True], ids=["learner", "solutions"])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_run(path: Path, solutions: bool, tmp_path: Path) -> None:
+    papermill = pytest.importorskip("papermill")
+    out = tmp_path / path.name
+    papermill.execute_notebook(
+        str(path), str(out), parameters={"USE_SOLUTIONS": solutions}, cwd=str(path.parent),
+        kernel_name="python3", progress_bar=False,
+    )
+    tags = TAG.findall(_text_outputs(_read(out)))
+    assert len(tags) >= 2
+    if solutions:
+        assert set(tags) == {"PASS"}, f"with the reference solutions every check must pass: {tags}"
+    else:
+        assert "FAIL" not in tags, "an unanswered exercise must report TODO, not FAIL"
