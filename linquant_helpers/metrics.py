@@ -11,7 +11,7 @@ import torch
 
 
 def _pair(x: torch.Tensor, y: torch.Tensor, names: tuple[str, str]) -> tuple[torch.Tensor, ...]:
-    for t, name in zip((x, y), names):
+    for t, name in zip((x, y), names, strict=True):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if x.shape != y.shape:

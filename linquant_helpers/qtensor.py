@@ -33,7 +33,9 @@ class QTensor:
 
     def dequantize(self) -> torch.Tensor:
         """The float32 values the codes stand for: ``scale * (q - zero_point)``."""
-        return dequantize(self.q, self.scale, self.zero_point, axis=self.axis, group_size=self.group_size)
+        return dequantize(
+            self.q, self.scale, self.zero_point, axis=self.axis, group_size=self.group_size
+        )
 
     @property
     def nbytes(self) -> int:
@@ -47,8 +49,10 @@ class QTensor:
     def __repr__(self) -> str:
         kind = "symmetric" if self.symmetric else "asymmetric"
         where = (
-            f"axis={self.axis}" if self.axis is not None
-            else f"group_size={self.group_size}" if self.group_size is not None
+            f"axis={self.axis}"
+            if self.axis is not None
+            else f"group_size={self.group_size}"
+            if self.group_size is not None
             else "per-tensor"
         )
         return (

@@ -1,9 +1,9 @@
 """Execute every notebook of the series headlessly, for instructors and CI.
 
-    python -m linquant_helpers.run_notebooks                 # all notebooks, as a learner would
-    python -m linquant_helpers.run_notebooks --solutions     # with the reference solutions filled in
-    python -m linquant_helpers.run_notebooks 01 04           # only the notebooks whose names contain 01 or 04
-    python -m linquant_helpers.run_notebooks --inplace       # maintainers: store fresh outputs
+    python -m linquant_helpers.run_notebooks              # all, as a learner would
+    python -m linquant_helpers.run_notebooks --solutions  # with the reference solutions
+    python -m linquant_helpers.run_notebooks 01 04        # names containing 01 or 04
+    python -m linquant_helpers.run_notebooks --inplace    # maintainers: store fresh outputs
 
 Executed copies go to ``--output-dir`` (default ``notebooks/_executed``), so the
 stored notebooks are left untouched unless ``--inplace`` is given. Prints a
@@ -45,15 +45,23 @@ def execute(path: Path, output: Path, *, solutions: bool, inplace: bool, timeout
             from nbclient import NotebookClient
 
             nb = nbformat.read(path, as_version=4)
-            NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                           resources={"metadata": {"path": str(path.parent)}}).execute()
+            NotebookClient(
+                nb,
+                timeout=timeout,
+                kernel_name="python3",
+                resources={"metadata": {"path": str(path.parent)}},
+            ).execute()
             nbformat.write(nb, path)
         else:
             import papermill
 
             papermill.execute_notebook(
-                str(path), str(output), parameters={"USE_SOLUTIONS": solutions},
-                cwd=str(path.parent), kernel_name="python3", progress_bar=False,
+                str(path),
+                str(output),
+                parameters={"USE_SOLUTIONS": solutions},
+                cwd=str(path.parent),
+                kernel_name="python3",
+                progress_bar=False,
                 execution_timeout=timeout,
             )
     except Exception as err:  # report every failure in the table, then exit non-zero
@@ -65,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("patterns", nargs="*", help="run only notebooks whose names contain these")
     parser.add_argument("--solutions", action="store_true", help="fill in the reference solutions")
-    parser.add_argument("--inplace", action="store_true", help="store fresh outputs in the notebooks")
+    parser.add_argument(
+        "--inplace", action="store_true", help="store fresh outputs in the notebooks"
+    )
     parser.add_argument("--notebook-dir", type=Path, default=NOTEBOOK_DIR)
     parser.add_argument("--output-dir", type=Path, default=None)
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
@@ -85,8 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = []
     for path in (bar := tqdm(notebooks, unit="notebook")):
         bar.set_description(path.stem)
-        outcomes.append(execute(path, out_dir / path.name, solutions=args.solutions,
-                                inplace=args.inplace, timeout=args.timeout))
+        outcomes.append(
+            execute(
+                path,
+                out_dir / path.name,
+                solutions=args.solutions,
+                inplace=args.inplace,
+                timeout=args.timeout,
+            )
+        )
 
     width = max(len(o.name) for o in outcomes)
     print(f"\n{'notebook':<{width}}  {'seconds':>8}  result")

@@ -51,8 +51,10 @@ def answered(value: Any) -> Any:
 def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call the learner's function; a placeholder result or NotImplementedError means TODO."""
     if not callable(fn):
-        raise NotAnswered if fn is None or fn is Ellipsis else TypeError(
-            f"expected a function, got {type(fn).__name__}"
+        raise (
+            NotAnswered
+            if fn is None or fn is Ellipsis
+            else TypeError(f"expected a function, got {type(fn).__name__}")
         )
     try:
         return answered(fn(*args, **kwargs))
@@ -70,10 +72,14 @@ def run_check(exercise: str, test: Callable[[], str | None], success: str) -> Ch
     try:
         problem = test()
     except NotAnswered:
-        result = CheckResult(exercise, TODO, "not answered yet: replace the placeholder with your code.")
+        result = CheckResult(
+            exercise, TODO, "not answered yet: replace the placeholder with your code."
+        )
     except Exception as err:  # the learner's code may raise anything; report it, do not crash
         result = CheckResult(exercise, FAIL, f"your code raised {type(err).__name__}: {err}")
     else:
-        result = CheckResult(exercise, PASS if problem is None else FAIL, success if problem is None else problem)
+        result = CheckResult(
+            exercise, PASS if problem is None else FAIL, success if problem is None else problem
+        )
     print(result)
     return result
