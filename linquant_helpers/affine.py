@@ -135,9 +135,12 @@ def choose_qparams(
     check_finite(x)
     g = Granularity.of(x.shape, axis, group_size)
     xg, dims = g.grouped(x), g.reduce_dims()
+    # dims is () for per-channel on a 1-D tensor (each element its own channel);
+    # amin(dim=()) would reduce over *every* dimension, so nothing to reduce there.
+    x_min, x_max = (xg.amin(dim=dims), xg.amax(dim=dims)) if dims else (xg, xg)
     return qparams_from_range(
-        xg.amin(dim=dims),
-        xg.amax(dim=dims),
+        x_min,
+        x_max,
         bits,
         symmetric=symmetric,
         signed=signed,

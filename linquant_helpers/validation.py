@@ -7,11 +7,10 @@ instead of a NaN or a silently wrong tensor further down.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 MIN_BITS, MAX_BITS = 2, 16
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 def check_bits(bits: object, *, low: int = MIN_BITS, high: int = MAX_BITS) -> int:
@@ -70,12 +69,13 @@ def as_scale(scale: object, device: torch.device) -> torch.Tensor:
 
 
 def as_zero_point(
-    zero_point: object, device: torch.device, qmin: float = -math.inf, qmax: float = math.inf
+    zero_point: object, device: torch.device, qmin: int = INT32_MIN, qmax: int = INT32_MAX
 ) -> torch.Tensor:
     """Return ``zero_point`` as an int32 tensor on ``device``.
 
     Floats are accepted when they hold whole numbers (what ``torch.round``
-    returns); 127.6 is rejected, and so is a value outside ``[qmin, qmax]``.
+    returns); 127.6 is rejected, and so is a value outside ``[qmin, qmax]``
+    (by default the int32 range, so that the cast never wraps around).
     """
     if isinstance(zero_point, bool) or not isinstance(zero_point, (int, float, torch.Tensor)):
         raise TypeError(
@@ -89,7 +89,6 @@ def as_zero_point(
     out_of_range = (z < qmin) | (z > qmax)
     if bool(out_of_range.any()):
         raise ValueError(
-            f"zero_point must be an integer in [{qmin:g}, {qmax:g}], "
-            f"got {_short(z[out_of_range][:1])}"
+            f"zero_point must be an integer in [{qmin}, {qmax}], got {_short(z[out_of_range][:1])}"
         )
     return z.to(torch.int32)

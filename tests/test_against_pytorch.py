@@ -1,0 +1,292 @@
+"""The core helpers against PyTorch's own kernels and observers (CPU, float32).
+
+PyTorch's quantized dtypes and ``torch.ao.quantization`` are deprecated; here they
+serve only as oracles. Each test skips with a reason where its oracle is gone.
+
+What experiments showed (and these tests pin down):
+
+* ``torch.quantize_per_tensor`` (CPU) computes
+  ``round_half_even(fma(x, 1/scale, zero_point))`` in float32: the reciprocal is
+  taken in float32 and the zero point is added *before* rounding, with a single
+  rounding of the multiply-add. ``quantize`` does the same and is bit-identical.
+* ``torch.quantize_per_channel`` rounds twice: ``round(fl(fl(x * inv) + z))``. Equal
+  to ``quantize`` when the zero point is 0; otherwise they differ by one code at
+  near-ties only.
+* ``torch.fake_quantize_per_tensor_affine`` rounds *before* adding the zero point,
+  so at exact ties it disagrees with ``torch.quantize_per_tensor``.
+"""
+
+from __future__ import annotations
+
+import platform
+
+import pytest
+import torch
+
+from linquant_helpers import choose_qparams, dequantize, fake_quantize, qrange, quantize
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:.*quantized tensor creation functions:UserWarning"),
+]
+
+needs_quantize_per_tensor = pytest.mark.skipif(
+    not hasattr(torch, "quantize_per_tensor"), reason="torch.quantize_per_tensor is gone"
+)
+needs_quantize_per_channel = pytest.mark.skipif(
+    not hasattr(torch, "quantize_per_channel"), reason="torch.quantize_per_channel is gone"
+)
+needs_fake_quantize = pytest.mark.skipif(
+    not hasattr(torch, "fake_quantize_per_tensor_affine"),
+    reason="torch.fake_quantize_per_tensor_affine is gone",
+)
+
+# Fused multiply-add is exact on x86-64; elsewhere the vectorized kernel may take
+# another path, so a few codes (at most 1e-5 of them, each off by one) may differ.
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+SEEDS = (0, 1, 2)
+# (signed, symmetric, narrow): every scheme choose_qparams offers at 8 bits.
+SCHEMES = [
+    (True, False, False),
+    (True, True, False),
+    (True, False, True),
+    (True, True, True),
+    (False, False, False),
+    (False, True, False),
+]
+SCHEME_IDS = [
+    f"{'signed' if s else 'unsigned'}-{'sym' if y else 'affine'}{'-narrow' if n else ''}"
+    for s, y, n in SCHEMES
+]
+
+
+def _data(seed: int, shape: tuple[int, ...] = (300, 1000)) -> torch.Tensor:
+    """Random float32 data with an offset, so the asymmetric zero points are nonzero.
+
+    300 x 1000 elements: more than one of quantize's CPU blocks, split mid-way.
+    """
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g) * 2.5 + 0.4
+
+
+def _qdtype(signed: bool) -> torch.dtype:
+    return torch.qint8 if signed else torch.quint8
+
+
+def _torch_codes(qt: torch.Tensor, narrow: bool) -> torch.Tensor:
+    # PyTorch has no narrow qint8; clamping its [-128, 127] codes to [-127, 127]
+    # afterwards is the same as clamping to the narrow range directly.
+    q = qt.int_repr()
+    return q.clamp(-127, 127) if narrow else q
+
+
+def _assert_codes_match(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    assert ours.dtype == theirs.dtype
+    if X86:
+        assert torch.equal(ours, theirs)
+        return
+    diff = (ours.int() - theirs.int()).abs()
+    assert int(diff.max()) <= 1
+    assert int((diff != 0).sum()) <= 1e-5 * ours.numel()
+
+
+@needs_quantize_per_tensor
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize(("signed", "symmetric", "narrow"), SCHEMES, ids=SCHEME_IDS)
+def test_quantize_per_tensor_is_bit_identical_to_torch(seed, signed, symmetric, narrow):
+    x = _data(seed)
+    scale, zp = choose_qparams(x, symmetric=symmetric, signed=signed, narrow=narrow)
+    ours = quantize(x, scale, zp, signed=signed, narrow=narrow)
+    theirs = torch.quantize_per_tensor(x, float(scale), int(zp), _qdtype(signed))
+    _assert_codes_match(ours, _torch_codes(theirs, narrow))
+
+
+@needs_quantize_per_tensor
+@pytest.mark.parametrize("seed", SEEDS)
+def test_quantize_per_tensor_matches_torch_with_awkward_scales(seed):
+    # Scales that are not powers of two and whose reciprocal is inexact in float32,
+    # data concentrated near many ties: exactly where divide vs reciprocal differ.
+    g = torch.Generator().manual_seed(seed)
+    for scale, zp in ((0.1, 3), (1 / 3, -7), (0.0137, 0), (0.7, 100)):
+        codes = torch.randint(-140, 140, (50_000,), generator=g).float()
+        x = ((codes + 0.5) * scale + torch.randn(50_000, generator=g) * 1e-6).float()
+        ours = quantize(x, scale, zp)
+        theirs = torch.quantize_per_tensor(x, scale, zp, torch.qint8).int_repr()
+        _assert_codes_match(ours, theirs)
+
+
+@needs_quantize_per_channel
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("narrow", [False, True])
+def test_quantize_per_channel_is_bit_identical_to_torch_with_zero_point_0(seed, axis, narrow):
+    # Symmetric signed per-channel qparams (how weights are quantized) have z = 0,
+    # where adding the zero point before or after rounding cannot differ.
+    x = _data(seed)
+    scale, zp = choose_qparams(x, symmetric=True, narrow=narrow, axis=axis)
+    assert int(zp.abs().max()) == 0
+    ours = quantize(x, scale, zp, narrow=narrow, axis=axis)
+    theirs = torch.quantize_per_channel(x, scale.double(), zp.long(), axis, torch.qint8)
+    _assert_codes_match(ours, _torch_codes(theirs, narrow))
+
+
+@needs_quantize_per_channel
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize(
+    ("signed", "symmetric"),
+    [(True, False), (False, False), (False, True)],
+    ids=["qint8-affine", "quint8-affine", "quint8-sym-z128"],
+)
+def test_quantize_per_channel_differs_from_torch_only_at_near_ties(seed, signed, symmetric):
+    x = _data(seed, (512, 1024))
+    scale, zp = choose_qparams(x, symmetric=symmetric, signed=signed, axis=0)
+    assert int(zp.abs().max()) > 0, "the test needs nonzero zero points"
+    qmin, qmax = qrange(8, signed)
+    ours = quantize(x, scale, zp, signed=signed, axis=0)
+    theirs = torch.quantize_per_channel(x, scale.double(), zp.long(), 0, _qdtype(signed)).int_repr()
+
+    # PyTorch's formula, computed independently: two float32 roundings, then round.
+    inv = (1.0 / scale).reshape(-1, 1)
+    two_roundings = ((x * inv) + zp.reshape(-1, 1).float()).round().clamp(qmin, qmax)
+    assert torch.equal(theirs, two_roundings.to(theirs.dtype))
+
+    mismatch = ours != theirs
+    assert int(mismatch.sum()) < 1e-3 * x.numel()
+    assert int((ours.int() - theirs.int()).abs().max()) <= 1
+    # Every mismatch sits at a near-tie: x / s + z within 1e-3 of k + 0.5 (float64).
+    exact = x.double() / scale.double().reshape(-1, 1) + zp.double().reshape(-1, 1)
+    distance_to_tie = (exact - exact.floor() - 0.5).abs()
+    if mismatch.any():
+        assert float(distance_to_tie[mismatch].max()) < 1e-3
+
+
+@needs_quantize_per_tensor
+@needs_fake_quantize
+def test_exact_ties_zero_point_added_before_rounding():
+    # 0.25 / 0.5 + 1 = 1.5 exactly: rounding the sum gives 2 (half to even).
+    x = torch.tensor([0.25])
+    assert quantize(x, 0.5, 1).tolist() == [2]
+    assert torch.quantize_per_tensor(x, 0.5, 1, torch.qint8).int_repr().tolist() == [2]
+    # Rounding before adding the zero point gives round(0.5) + 1 = 1, i.e. 0.0 after
+    # dequantizing: PyTorch's fake_quantize kernel does that, ours does not.
+    theirs = torch.fake_quantize_per_tensor_affine(x, 0.5, 1, -128, 127)
+    assert theirs.tolist() == [0.5 * (1 - 1)]
+    assert fake_quantize(x, 0.5, 1).tolist() == [0.5 * (2 - 1)]
+    assert torch.equal(fake_quantize(x, 0.5, 1), dequantize(quantize(x, 0.5, 1), 0.5, 1))
+
+
+@needs_quantize_per_tensor
+def test_exact_ties_round_half_to_even():
+    # x / 0.5 = 0.5, 1.5, 2.5, -0.5, -1.5, -2.5: each ties, half to even.
+    x = torch.tensor([0.25, 0.75, 1.25, -0.25, -0.75, -1.25])
+    expected = [0, 2, 2, 0, -2, -2]
+    assert quantize(x, 0.5, 0).tolist() == expected
+    assert torch.quantize_per_tensor(x, 0.5, 0, torch.qint8).int_repr().tolist() == expected
+    assert torch.equal(fake_quantize(x, 0.5, 0), dequantize(quantize(x, 0.5, 0), 0.5, 0))
+    assert fake_quantize(x, 0.5, 0).tolist() == [0.5 * q for q in expected]
+
+
+@needs_quantize_per_tensor
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("signed", [True, False])
+def test_dequantize_per_tensor_is_bit_identical_to_torch(seed, signed):
+    x = _data(seed)
+    scale, zp = choose_qparams(x, signed=signed)
+    qt = torch.quantize_per_tensor(x, float(scale), int(zp), _qdtype(signed))
+    ours = dequantize(qt.int_repr(), scale, zp)
+    assert ours.dtype == torch.float32
+    assert torch.equal(ours, qt.dequantize())
+
+
+@needs_quantize_per_channel
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_dequantize_per_channel_is_bit_identical_to_torch(seed, signed, axis):
+    x = _data(seed)
+    scale, zp = choose_qparams(x, signed=signed, axis=axis)
+    qt = torch.quantize_per_channel(x, scale.double(), zp.long(), axis, _qdtype(signed))
+    ours = dequantize(qt.int_repr(), scale, zp, axis=axis)
+    assert torch.equal(ours, qt.dequantize())
+
+
+@needs_fake_quantize
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fake_quantize_differs_from_torch_only_at_near_ties(seed):
+    x = _data(seed)
+    scale, zp = choose_qparams(x)
+    ours = fake_quantize(x, scale, zp)
+    theirs = torch.fake_quantize_per_tensor_affine(x, float(scale), int(zp), -128, 127)
+    differ = ours != theirs
+    assert int(differ.sum()) < 1e-4 * x.numel()
+    if differ.any():
+        # One code apart, and only where x / s is within 1e-3 of a tie (float64).
+        steps = (ours[differ] - theirs[differ]).abs() / scale
+        assert torch.allclose(steps, torch.ones_like(steps))
+        exact = x[differ].double() / float(scale)
+        assert float((exact - exact.floor() - 0.5).abs().max()) < 1e-3
+
+
+# --- choose_qparams against PyTorch's observers --------------------------------------
+
+
+def _observers():
+    return pytest.importorskip("torch.ao.quantization", reason="torch.ao.quantization is gone")
+
+
+OBSERVER_CASES = [
+    # (signed, symmetric, narrow, per_channel)
+    (signed, symmetric, narrow, per_channel)
+    for signed in (True, False)
+    for symmetric in (False, True)
+    for narrow in ((False, True) if signed else (False,))
+    for per_channel in (False, True)
+]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize(
+    ("signed", "symmetric", "narrow", "per_channel"),
+    OBSERVER_CASES,
+    ids=[
+        f"{'qint8' if s else 'quint8'}-{'sym' if y else 'affine'}"
+        f"{'-narrow' if n else ''}-{'channel' if c else 'tensor'}"
+        for s, y, n, c in OBSERVER_CASES
+    ],
+)
+def test_choose_qparams_equals_minmax_observers(seed, signed, symmetric, narrow, per_channel):
+    ao = _observers()
+    x = _data(seed, (64, 96))
+    x[5] = 0.0  # an all-zero row: scale must fall back to eps exactly like PyTorch
+    kwargs = {"dtype": _qdtype(signed)}
+    if narrow:
+        kwargs.update(quant_min=-127, quant_max=127)
+    if per_channel:
+        scheme = torch.per_channel_symmetric if symmetric else torch.per_channel_affine
+        observer = ao.PerChannelMinMaxObserver(ch_axis=0, qscheme=scheme, **kwargs)
+        axis = 0
+    else:
+        scheme = torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine
+        observer = ao.MinMaxObserver(qscheme=scheme, **kwargs)
+        axis = None
+    observer(x)
+    their_scale, their_zp = observer.calculate_qparams()
+
+    scale, zp = choose_qparams(x, symmetric=symmetric, signed=signed, narrow=narrow, axis=axis)
+    assert scale.dtype == torch.float32 and zp.dtype == torch.int32
+    assert torch.equal(scale.reshape(their_scale.shape), their_scale)
+    assert torch.equal(zp.reshape(their_zp.shape).long(), their_zp.long())
+    if per_channel:
+        assert float(scale[5]) == torch.finfo(torch.float32).eps
+
+
+def test_choose_qparams_all_zero_tensor_matches_observer():
+    ao = _observers()
+    x = torch.zeros(4, 4)
+    observer = ao.MinMaxObserver(dtype=torch.quint8)
+    observer(x)
+    their_scale, their_zp = observer.calculate_qparams()
+    scale, zp = choose_qparams(x, signed=False)
+    assert float(scale) == float(their_scale) == torch.finfo(torch.float32).eps
+    assert int(zp) == int(their_zp) == 0
