@@ -48,7 +48,9 @@ def qrange(bits: int = 8, signed: bool = True, narrow: bool = False) -> tuple[in
     """
     check_bits(bits)
     if narrow and not signed:
-        raise ValueError("narrow=True drops the most negative code, so it needs signed=True")
+        raise ValueError(
+            "narrow=True drops the most negative code, so it needs signed=True, got signed=False"
+        )
     if signed:
         return -(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1
     return 0, 2**bits - 1

@@ -56,7 +56,10 @@ class Granularity:
             if isinstance(group_size, bool) or not isinstance(group_size, int):
                 raise TypeError(f"group_size must be an int or None, got {group_size!r}")
             if ndim == 0:
-                raise ValueError("group_size needs a tensor with at least one dimension")
+                raise ValueError(
+                    f"group_size={group_size} needs a tensor with at least one dimension, "
+                    "got a 0-d tensor"
+                )
             if group_size <= 0 or shape[-1] % group_size:
                 raise ValueError(
                     f"group_size must be a positive divisor of the last dimension "
