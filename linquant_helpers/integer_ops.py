@@ -1,0 +1,225 @@
+"""Integer-only arithmetic of a quantized linear layer (Jacob et al., 2018; gemmlowp).
+
+With ``x = s_x (q_x - z_x)`` (one scale for the input) and ``w = s_w (q_w - z_w)``
+(one scale per output channel ``j``), output ``j`` of a linear layer is::
+
+    y_j = b_j + s_x s_w[j] * acc_j,    acc_j = sum_k (q_x[k] - z_x) (q_w[j, k] - z_w[j])
+
+Expanding the product splits ``acc`` into one int8 x int8 matrix multiply plus
+correction terms, three of which depend on the weights only and are computed once::
+
+    acc_j = sum_k q_x[k] q_w[j,k]           int8 matmul, int32 accumulator
+            - z_w[j] * sum_k q_x[k]         one sum per input row (0 for symmetric weights)
+            - z_x * sum_k q_w[j,k]          precomputed
+            + K z_x z_w[j]                  precomputed
+
+The bias is stored as int32 codes with scale ``s_x s_w[j]`` and zero point 0, so it
+adds straight into ``acc``. Finally the output is quantized with ``(s_y, z_y)``::
+
+    q_y = z_y + round(M * acc),    M = s_x s_w / s_y
+
+``M`` is a real number, but integer hardware only multiplies integers: write
+``M = M0 * 2^-n`` with ``M0`` in ``[0.5, 1)`` held as the int32 ``m0 = round(M0 * 2^31)``
+(a Q31 fixed-point number), and compute ``round(M * acc)`` as a 64-bit product and
+a rounding right shift. No floating-point operation is left in the layer.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .affine import code_dtype, qrange
+from .validation import as_scale, as_zero_point, check_int_tensor
+
+Q31 = 31
+"""``m0`` holds ``M0`` with 31 fractional bits: ``M0 = m0 / 2^31``."""
+
+MIN_SHIFT, MAX_SHIFT = -30, 31
+"""Allowed ``n``: the total right shift ``31 + n`` stays in ``[1, 62]`` bits, so the
+int64 product ``acc * m0`` (below ``2^62``) plus the rounding term never overflows."""
+
+MIN_MULTIPLIER, MAX_MULTIPLIER = 2.0**-32, 2.0**30
+"""Multipliers that :func:`quantize_multiplier` accepts. Below ``2^-32`` every int32
+accumulator (``|acc| < 2^31``) would give ``|M * acc| < 0.5``: all outputs 0."""
+
+
+def quantize_multiplier(multiplier: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write a real multiplier as ``M = M0 * 2^-n`` with ``M0`` in ``[0.5, 1)`` held in Q31.
+
+    ``n = -e`` where ``M = M0 * 2^e`` (``torch.frexp``), and ``m0 = round(M0 * 2^31)``,
+    so ``M ~= m0 * 2^-(31 + n)`` with a relative error below ``2^-32``. When ``M0``
+    rounds up to exactly 1 (``m0 = 2^31`` does not fit an int32), ``m0 = 2^30`` and
+    ``n - 1`` are used instead. ``M < 1`` gives ``n >= 0`` (a right shift, the usual
+    case in a layer); ``M >= 1`` gives a negative ``n`` and is handled the same way.
+
+    ``multiplier`` is a float or a float tensor of any shape (one per output channel);
+    it is computed in float64. Returns ``(m0, n)``, two int32 tensors of its shape.
+
+    Raises ``ValueError`` if a multiplier is not finite or lies outside
+    ``[2^-32, 2^30)`` (see :data:`MIN_MULTIPLIER`).
+    """
+    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float, torch.Tensor)):
+        raise TypeError(f"multiplier must be a float or a tensor, got {type(multiplier).__name__}")
+    m = torch.as_tensor(multiplier, dtype=torch.float64)
+    bad = ~(torch.isfinite(m) & (m >= MIN_MULTIPLIER) & (m < MAX_MULTIPLIER))
+    if bool(bad.any()):
+        raise ValueError(
+            f"multiplier must be finite and in [2^-32, 2^30), got {m[bad].flatten()[0].item():g}; "
+            "a smaller one rounds every int32 accumulator to 0, a larger one overflows the shift"
+        )
+    mantissa, exponent = torch.frexp(m)  # m = mantissa * 2^exponent, mantissa in [0.5, 1)
+    m0 = torch.round(mantissa * 2.0**Q31).to(torch.int64)
+    n = -exponent.to(torch.int64)
+    carry = m0 == 2**Q31  # M0 rounded up to 1.0: use 0.5 * 2^1 instead
+    m0 = torch.where(carry, m0 // 2, m0)
+    n = torch.where(carry, n - 1, n)
+    return m0.to(torch.int32), n.to(torch.int32)
+
+
+def requantize(
+    acc: torch.Tensor,
+    m0: torch.Tensor,
+    n: torch.Tensor,
+    zero_point: torch.Tensor | int = 0,
+    bits: int = 8,
+    *,
+    signed: bool = True,
+) -> torch.Tensor:
+    """Integer-only ``q = clamp(z + round(acc * M), qmin, qmax)`` with ``M = m0 * 2^-(31 + n)``.
+
+    The rounding is a right shift after adding half of the divisor::
+
+        q = z + ((acc * m0 + 2^(30 + n)) >> (31 + n))      (int64 product, arithmetic shift)
+
+    which rounds ties upward (towards +infinity), like TFLite's single-rounding
+    ``MultiplyByQuantizedMultiplier``; gemmlowp rounds twice (a doubling high
+    multiply, then ``RoundingDivideByPOT``), which can differ by one code at ties.
+    The result saturates to ``[qmin, qmax]`` of :func:`~linquant_helpers.affine.qrange`.
+
+    ``acc`` is an int32 tensor ``(..., N)``; ``m0``, ``n`` (from
+    :func:`quantize_multiplier`) and ``zero_point`` are scalars or have shape ``(N,)``
+    (per output channel). Returns codes in :func:`~linquant_helpers.affine.code_dtype`
+    (int8 by default) on ``acc``'s device.
+
+    Raises ``TypeError`` for a non-integer ``acc``/``m0``/``n`` and ``ValueError`` for
+    an ``m0`` outside ``[2^30, 2^31)``, an ``n`` outside ``[-30, 31]`` or a zero
+    point outside ``[qmin, qmax]``.
+    """
+    acc, m0, n = (check_int_tensor(t, name) for t, name in ((acc, "acc"), (m0, "m0"), (n, "n")))
+    qmin, qmax = qrange(bits, signed=signed)
+    if m0.numel() and (int(m0.min()) < 2**30 or int(m0.max()) >= 2**31):
+        raise ValueError(f"m0 must be in [2^30, 2^31) (M0 in [0.5, 1) in Q31), got {m0.tolist()}")
+    if n.numel() and (int(n.min()) < MIN_SHIFT or int(n.max()) > MAX_SHIFT):
+        raise ValueError(f"n must be in [{MIN_SHIFT}, {MAX_SHIFT}], got {n.tolist()}")
+    total_shift = Q31 + n.to(device=acc.device, dtype=torch.int64)
+    half = torch.ones_like(total_shift) << (total_shift - 1)  # 2^(30 + n): rounds to nearest
+    product = acc.to(torch.int64) * m0.to(device=acc.device, dtype=torch.int64)
+    z = as_zero_point(zero_point, acc.device, qmin, qmax)
+    q = ((product + half) >> total_shift) + z
+    return q.clamp_(qmin, qmax).to(code_dtype(bits, signed))
+
+
+def quantize_bias(
+    bias: torch.Tensor, input_scale: torch.Tensor | float, weight_scale: torch.Tensor | float
+) -> torch.Tensor:
+    """Bias as int32 codes with scale ``s_x * s_w`` and zero point 0: ``round(b / (s_x s_w))``.
+
+    With this scale the bias codes add directly into the int32 accumulator.
+    Computed in float64 (the package's :func:`~linquant_helpers.affine.quantize`
+    stops at 16 bits). ``bias`` has shape ``(N,)``; ``weight_scale`` is a scalar or
+    ``(N,)``. Returns an int32 tensor ``(N,)``.
+
+    Raises ``ValueError`` for scales that are not positive and finite, and for a
+    bias too large for int32 at this scale.
+    """
+    s = as_scale(input_scale, bias.device).double() * as_scale(weight_scale, bias.device).double()
+    codes = torch.round(bias.double() / s)
+    limit = 2**31 - 1
+    if codes.numel() and float(codes.abs().max()) > limit:
+        raise ValueError(
+            f"bias too large for int32 at scale s_x * s_w: a code of {float(codes.abs().max()):g} "
+            f"exceeds {limit}"
+        )
+    return codes.to(torch.int32)
+
+
+def _int_mm_supported(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``torch._int_mm`` takes these int8 matrices.
+
+    On the CPU (PyTorch 2.13) any shape works; on CUDA it needs more than 16 rows
+    and ``K``, ``N`` multiples of 8.
+    """
+    if not hasattr(torch, "_int_mm"):
+        return False
+    if a.device.type == "cpu":
+        return True
+    m, k = a.shape
+    return a.device.type == "cuda" and m > 16 and k % 8 == 0 and b.shape[1] % 8 == 0
+
+
+def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact ``a @ b`` of int8 matrices ``(M, K) @ (K, N)`` into an int32 ``(M, N)`` accumulator.
+
+    Uses ``torch._int_mm`` (an int8 GEMM kernel) when it accepts the shapes.
+    Otherwise it falls back to a float64 matmul, which is exact here: each
+    product is at most ``2^14`` in magnitude, so sums stay far below ``2^53``.
+    (An int32 ``torch.matmul`` also works on the CPU, but is about as slow as
+    float and is not implemented on CUDA.)
+
+    Raises ``TypeError`` unless both are int8 and ``ValueError`` for shapes that
+    do not multiply.
+    """
+    for t, name in ((a, "a"), (b, "b")):
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.int8:
+            raise TypeError(f"{name} must be an int8 tensor, got {getattr(t, 'dtype', type(t))}")
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(
+            f"a (M, K) and b (K, N) must be matrices that multiply, got {tuple(a.shape)} "
+            f"and {tuple(b.shape)}"
+        )
+    if _int_mm_supported(a, b):
+        return torch._int_mm(a, b)
+    return (a.double() @ b.double()).to(torch.int32)
+
+
+def weight_offset(
+    q_w: torch.Tensor,
+    weight_zero_point: torch.Tensor | int,
+    input_zero_point: torch.Tensor | int,
+    bias_q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The weight-only part of the accumulator, computed once: ``b_q - z_x sum_k q_w + K z_x z_w``.
+
+    ``q_w`` is the ``(N, K)`` weight codes (an ``nn.Linear`` weight's layout),
+    ``weight_zero_point`` a scalar or ``(N,)``, ``input_zero_point`` a scalar and
+    ``bias_q`` the int32 bias codes of :func:`quantize_bias` (or ``None``).
+    Returns an int32 tensor ``(N,)``.
+    """
+    q_w = check_int_tensor(q_w, "q_w")
+    k = q_w.shape[1]
+    z_x = torch.as_tensor(input_zero_point, device=q_w.device).to(torch.int32)
+    z_w = torch.as_tensor(weight_zero_point, device=q_w.device).to(torch.int32)
+    offset = k * z_x * z_w - z_x * q_w.sum(dim=1, dtype=torch.int32)
+    if bias_q is not None:
+        offset = offset + bias_q.to(torch.int32)
+    return offset.to(torch.int32)
+
+
+def integer_linear(
+    q_x: torch.Tensor,
+    q_w: torch.Tensor,
+    offset: torch.Tensor,
+    weight_zero_point: torch.Tensor | int = 0,
+) -> torch.Tensor:
+    """The int32 accumulator ``acc = q_x q_w^T - z_w * sum_k q_x + offset`` of a linear layer.
+
+    ``q_x`` is int8 ``(M, K)``, ``q_w`` int8 ``(N, K)``, ``offset`` the int32 ``(N,)``
+    from :func:`weight_offset` (which holds the bias and the input zero point's
+    terms). With symmetric weights (``z_w = 0``) the per-row sum is skipped.
+    Returns int32 ``(M, N)``; equal to ``sum_k (q_x - z_x)(q_w - z_w) + b_q`` exactly.
+    """
+    acc = int8_matmul(q_x, q_w.t()) + offset
+    z_w = torch.as_tensor(weight_zero_point, device=q_x.device).to(torch.int32)
+    if bool((z_w != 0).any()):
+        acc = acc - z_w * q_x.sum(dim=1, keepdim=True, dtype=torch.int32)
+    return acc
