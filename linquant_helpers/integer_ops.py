@@ -38,16 +38,12 @@ MIN_SHIFT, MAX_SHIFT = -30, 31
 """Allowed ``n``: the total right shift ``31 + n`` stays in ``[1, 62]`` bits, so the
 int64 product ``acc * m0`` (below ``2^62``) plus the rounding term never overflows."""
 
-MIN_MULTIPLIER, MAX_MULTIPLIER = 2.0**-32, 2.0**30
-"""Multipliers that :func:`quantize_multiplier` accepts. Below ``2^-32`` every int32
-accumulator (``|acc| < 2^31``) would give ``|M * acc| < 0.5``: all outputs 0."""
-
 
 def quantize_multiplier(multiplier: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
     """Write a real multiplier as ``M = M0 * 2^-n`` with ``M0`` in ``[0.5, 1)`` held in Q31.
 
     ``n = -e`` where ``M = M0 * 2^e`` (``torch.frexp``), and ``m0 = round(M0 * 2^31)``,
-    so ``M ~= m0 * 2^-(31 + n)`` with a relative error below ``2^-32``. When ``M0``
+    so ``M ~= m0 * 2^-(31 + n)`` with a relative error of at most ``2^-31``. When ``M0``
     rounds up to exactly 1 (``m0 = 2^31`` does not fit an int32), ``m0 = 2^30`` and
     ``n - 1`` are used instead. ``M < 1`` gives ``n >= 0`` (a right shift, the usual
     case in a layer); ``M >= 1`` gives a negative ``n`` and is handled the same way.
@@ -55,24 +51,28 @@ def quantize_multiplier(multiplier: torch.Tensor | float) -> tuple[torch.Tensor,
     ``multiplier`` is a float or a float tensor of any shape (one per output channel);
     it is computed in float64. Returns ``(m0, n)``, two int32 tensors of its shape.
 
-    Raises ``ValueError`` if a multiplier is not finite or lies outside
-    ``[2^-32, 2^30)`` (see :data:`MIN_MULTIPLIER`).
+    Raises ``ValueError`` if a multiplier is not positive and finite, or if its
+    ``n`` falls outside ``[-30, 31]`` (:data:`MIN_SHIFT`), roughly ``M`` outside
+    ``[2^-32, 2^30)``: below ``2^-32`` every int32 accumulator (``|acc| < 2^31``)
+    would give ``|M * acc| < 0.5``, so all outputs would be 0 anyway.
     """
     if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float, torch.Tensor)):
         raise TypeError(f"multiplier must be a float or a tensor, got {type(multiplier).__name__}")
     m = torch.as_tensor(multiplier, dtype=torch.float64)
-    bad = ~(torch.isfinite(m) & (m >= MIN_MULTIPLIER) & (m < MAX_MULTIPLIER))
-    if bool(bad.any()):
-        raise ValueError(
-            f"multiplier must be finite and in [2^-32, 2^30), got {m[bad].flatten()[0].item():g}; "
-            "a smaller one rounds every int32 accumulator to 0, a larger one overflows the shift"
-        )
+    if bool((~torch.isfinite(m) | (m <= 0)).any()):
+        raise ValueError(f"multiplier must be positive and finite, got {m.flatten().tolist()[:4]}")
     mantissa, exponent = torch.frexp(m)  # m = mantissa * 2^exponent, mantissa in [0.5, 1)
     m0 = torch.round(mantissa * 2.0**Q31).to(torch.int64)
     n = -exponent.to(torch.int64)
     carry = m0 == 2**Q31  # M0 rounded up to 1.0: use 0.5 * 2^1 instead
     m0 = torch.where(carry, m0 // 2, m0)
     n = torch.where(carry, n - 1, n)
+    bad = (n < MIN_SHIFT) | (n > MAX_SHIFT)
+    if bool(bad.any()):
+        raise ValueError(
+            f"multiplier must be in [2^-32, 2^30), got {m[bad].flatten()[0].item():g}; "
+            "a smaller one rounds every int32 accumulator to 0, a larger one overflows the shift"
+        )
     return m0.to(torch.int32), n.to(torch.int32)
 
 
