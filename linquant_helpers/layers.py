@@ -1,0 +1,470 @@
+"""Quantized replacements for ``nn.Linear``, and :func:`quantize_model` to swap them in.
+
+=====================  ===========================  =====================================
+layer                  weights                      activations / compute
+=====================  ===========================  =====================================
+:class:`W8A16Linear`   int8, per output channel     float; weights dequantized every call
+:class:`W8A8Linear`    int8, per output channel     int8 (static, calibrated); integer-only
+:class:`Int4WeightLinear` int4 per group, packed    float; weights unpacked every call
+=====================  ===========================  =====================================
+
+Weights are quantized symmetrically with narrow codes (``[-127, 127]`` at 8 bits,
+``[-7, 7]`` at 4): zero point 0, so ``w = s * q`` and the integer matmul needs no
+weight zero-point term. Each layer keeps its codes and qparams in registered
+buffers, so ``state_dict()`` / ``load_state_dict()`` and ``.to(device)`` work as
+for any module: build an empty layer with the same sizes, then load.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .affine import dequantize, quantize
+from .integer_ops import (
+    integer_linear,
+    quantize_bias,
+    quantize_multiplier,
+    requantize,
+    weight_offset,
+)
+from .observers import MinMaxObserver, Observer
+from .packing import pack, packed_numel, unpack
+from .qtensor import QTensor, quantize_tensor
+from .validation import as_scale, as_zero_point, check_float_tensor
+
+METHODS = ("w8a16", "w8a8", "int4")
+
+
+def quantize_weight(weight: torch.Tensor, bits: int, group_size: int | None = None) -> QTensor:
+    """Symmetric, narrow-range quantization of an ``(out, in)`` weight: ``q = round(w / s)``.
+
+    ``s = max|w| / (2^(b-1) - 1)`` per output channel (``axis=0``), or per group of
+    ``group_size`` input features. Codes are int8 in ``[-(2^(b-1) - 1), 2^(b-1) - 1]``.
+    """
+    settings = dict(axis=None, group_size=group_size) if group_size else dict(axis=0)
+    return quantize_tensor(weight.detach().float(), bits, symmetric=True, narrow=True, **settings)
+
+
+def _check_linear(linear: object) -> nn.Linear:
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+    return linear
+
+
+class _QuantizedLinear(nn.Module):
+    """What the three layers share: sizes, a float bias buffer, input checks, repr."""
+
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool, device: torch.device | str | None
+    ) -> None:
+        super().__init__()
+        for value, name in ((in_features, "in_features"), (out_features, "out_features")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("bias", torch.zeros(out_features, device=device) if bias else None)
+
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        x = check_float_tensor(x)
+        if x.ndim == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"x must have {self.in_features} features in its last dimension, "
+                f"got shape {tuple(x.shape)}"
+            )
+        return x
+
+    def _describe(self) -> str:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, {self._describe()}"
+        )
+
+
+class W8A16Linear(_QuantizedLinear):
+    """Weight-only int8 linear layer: ``y = x (s * q_w)^T + b``, activations in float.
+
+    Buffers: ``weight_q`` int8 ``(out, in)``, ``weight_scale`` float32 ``(out,)``,
+    ``bias`` float32 ``(out,)`` (or none). The weight is dequantized on every call:
+    the layer saves memory (a quarter of fp32), not time.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__(in_features, out_features, bias, device)
+        shape = (out_features, in_features)
+        self.register_buffer("weight_q", torch.zeros(shape, dtype=torch.int8, device=device))
+        self.register_buffer("weight_scale", torch.ones(out_features, device=device))
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear) -> W8A16Linear:
+        """Quantize ``linear``'s weight per output channel (int8, symmetric); copy the bias."""
+        linear = _check_linear(linear)
+        qw = quantize_weight(linear.weight, 8)
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None)
+        layer.weight_q.copy_(qw.q)
+        layer.weight_scale.copy_(qw.scale)
+        if linear.bias is not None:
+            layer.bias.copy_(linear.bias.detach())
+        return layer.to(linear.weight.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``y = x w^T + b`` with ``w = dequantize(weight_q, weight_scale)``, in ``x``'s dtype."""
+        x = self._check_input(x)
+        w = dequantize(self.weight_q, self.weight_scale, axis=0).to(x.dtype)
+        return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
+
+    def _describe(self) -> str:
+        return "weight=int8 per-channel symmetric, activations=float"
+
+
+class Int4WeightLinear(_QuantizedLinear):
+    """Weight-only 4-bit linear layer, group-wise scales, two codes packed per byte.
+
+    Buffers: ``weight_packed`` uint8 ``(ceil(out * in / 2),)`` (codes in
+    ``[-7, 7]``, packed row-major with :func:`~linquant_helpers.packing.pack`),
+    ``weight_scale`` float32 ``(out, in // group_size)``, ``bias`` float32 ``(out,)``.
+
+    ``forward`` unpacks and dequantizes the weight on every call. Caching the
+    unpacked weight would make calls faster but hold a float32 copy, eight
+    times the packed bytes: the memory the packing saved. Real int4 kernels
+    unpack inside the matmul, in registers.
+
+    Raises ``ValueError`` if ``group_size`` does not divide ``in_features``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        group_size: int = 32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__(in_features, out_features, bias, device)
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+            raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+        if in_features % group_size:
+            raise ValueError(f"group_size must divide in_features={in_features}, got {group_size}")
+        self.group_size = group_size
+        n_bytes = packed_numel(out_features * in_features, 4)
+        self.register_buffer(
+            "weight_packed", torch.zeros(n_bytes, dtype=torch.uint8, device=device)
+        )
+        scale_shape = (out_features, in_features // group_size)
+        self.register_buffer("weight_scale", torch.ones(scale_shape, device=device))
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, group_size: int = 32) -> Int4WeightLinear:
+        """Quantize ``linear``'s weight to 4 bits per group of ``group_size`` inputs and pack it."""
+        linear = _check_linear(linear)
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, group_size)
+        qw = quantize_weight(linear.weight, 4, group_size)
+        layer.weight_packed.copy_(pack(qw.q, 4, signed=True))
+        layer.weight_scale.copy_(qw.scale)
+        if linear.bias is not None:
+            layer.bias.copy_(linear.bias.detach())
+        return layer.to(linear.weight.device)
+
+    def weight_codes(self) -> torch.Tensor:
+        """The unpacked int8 codes ``(out, in)``, each in ``[-7, 7]``."""
+        shape = (self.out_features, self.in_features)
+        return unpack(self.weight_packed, 4, shape, signed=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Unpack, dequantize per group, then ``F.linear`` in ``x``'s dtype."""
+        x = self._check_input(x)
+        w = dequantize(self.weight_codes(), self.weight_scale, group_size=self.group_size)
+        return F.linear(x, w.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+    def _describe(self) -> str:
+        return f"weight=int4 packed 2 per byte, group_size={self.group_size}, activations=float"
+
+
+QParams = tuple[torch.Tensor | float, torch.Tensor | int]
+
+
+def _activation_qparams(
+    qparams: QParams | Observer, name: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, zero_point)`` for int8 activations, from a pair or an observer's ``qparams()``."""
+    if isinstance(qparams, Observer):
+        if qparams.bits != 8 or not qparams.signed or qparams.axis is not None:
+            raise ValueError(
+                f"{name}: W8A8Linear needs a per-tensor observer of signed int8 codes "
+                f"(bits=8, signed=True, axis=None), got {qparams!r} with signed={qparams.signed}"
+            )
+        qparams = qparams.qparams()
+    if not isinstance(qparams, tuple) or len(qparams) != 2:
+        raise TypeError(
+            f"{name} must be a (scale, zero_point) pair or an observer with qparams(), "
+            f"got {type(qparams).__name__}"
+        )
+    scale, zero_point = as_scale(qparams[0], torch.device("cpu")), qparams[1]
+    zero_point = as_zero_point(zero_point, torch.device("cpu"), -128, 127)
+    if scale.numel() != 1 or zero_point.numel() != 1:
+        raise ValueError(f"{name} must be per-tensor (one scale, one zero point)")
+    return scale.reshape(()), zero_point.reshape(())
+
+
+class W8A8Linear(_QuantizedLinear):
+    """Static int8 linear layer computed with integer arithmetic only.
+
+    ``forward(x)``: quantize ``x`` with the calibrated ``(input_scale,
+    input_zero_point)``, then :meth:`forward_int` (int8 in, int8 out), then
+    dequantize with ``(output_scale, output_zero_point)``. Inside :meth:`forward_int`::
+
+        acc = q_x q_w^T + offset            int32, offset = b_q - z_x sum_k q_w (precomputed)
+        q_y = requantize(acc, m0, shift)    M = s_x s_w / s_y = m0 * 2^-(31 + shift)
+
+    Buffers: ``weight_q`` int8 ``(out, in)``, ``weight_scale`` ``(out,)``, the
+    input and output scales and zero points (0-d), ``bias_q`` int32 ``(out,)`` (or
+    none), and the precomputed int32 ``offset``, ``m0`` and ``shift`` ``(out,)``.
+    Activation codes are signed int8 (zero points in ``[-128, 127]``).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__(in_features, out_features, False, device)
+        n, shape = out_features, (out_features, in_features)
+        kw = dict(device=device)
+        self.register_buffer("weight_q", torch.zeros(shape, dtype=torch.int8, **kw))
+        self.register_buffer("weight_scale", torch.ones(n, **kw))
+        for side in ("input", "output"):
+            self.register_buffer(f"{side}_scale", torch.ones((), **kw))
+            self.register_buffer(f"{side}_zero_point", torch.zeros((), dtype=torch.int32, **kw))
+        self.register_buffer("bias_q", torch.zeros(n, dtype=torch.int32, **kw) if bias else None)
+        self.register_buffer("offset", torch.zeros(n, dtype=torch.int32, **kw))
+        self.register_buffer("m0", torch.full((n,), 2**30, dtype=torch.int32, **kw))
+        self.register_buffer("shift", torch.zeros(n, dtype=torch.int32, **kw))
+
+    @classmethod
+    def from_float(
+        cls,
+        linear: nn.Linear,
+        input_qparams: QParams | Observer,
+        output_qparams: QParams | Observer,
+    ) -> W8A8Linear:
+        """Quantize ``linear`` for int8 inputs and outputs with the given activation qparams.
+
+        ``input_qparams`` and ``output_qparams`` are ``(scale, zero_point)`` pairs for
+        signed int8 codes, or calibrated observers of lesson 05
+        (:mod:`~linquant_helpers.observers`, ``bits=8, signed=True``, per tensor).
+        Computes every weight-only term once: the int32 bias ``round(b / (s_x s_w))``,
+        ``offset`` and the fixed-point multipliers ``M = s_x s_w / s_y``.
+
+        Raises ``TypeError``/``ValueError`` for bad qparams, and ``ValueError``
+        from :func:`~linquant_helpers.integer_ops.quantize_multiplier` if a
+        multiplier is out of its range.
+        """
+        linear = _check_linear(linear)
+        s_x, z_x = _activation_qparams(input_qparams, "input_qparams")
+        s_y, z_y = _activation_qparams(output_qparams, "output_qparams")
+        qw = quantize_weight(linear.weight, 8)
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None)
+        bias_q = None
+        if linear.bias is not None:
+            bias_q = quantize_bias(linear.bias.detach().cpu(), s_x, qw.scale.cpu())
+            layer.bias_q.copy_(bias_q)
+        m0, shift = quantize_multiplier(s_x.double() * qw.scale.cpu().double() / s_y.double())
+        layer.weight_q.copy_(qw.q)
+        layer.weight_scale.copy_(qw.scale)
+        layer.input_scale.copy_(s_x)
+        layer.input_zero_point.copy_(z_x)
+        layer.output_scale.copy_(s_y)
+        layer.output_zero_point.copy_(z_y)
+        layer.offset.copy_(weight_offset(qw.q.cpu(), 0, z_x, bias_q))
+        layer.m0.copy_(m0)
+        layer.shift.copy_(shift)
+        return layer.to(linear.weight.device)
+
+    def forward_int(self, q_x: torch.Tensor) -> torch.Tensor:
+        """The integer-only layer: int8 codes ``(M, in)`` in, int8 codes ``(M, out)`` out."""
+        acc = integer_linear(q_x, self.weight_q, self.offset)
+        return requantize(acc, self.m0, self.shift, self.output_zero_point)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Quantize ``x`` ``(..., in)``, run :meth:`forward_int`, dequantize; ``x``'s dtype."""
+        x = self._check_input(x)
+        q_x = quantize(x.reshape(-1, self.in_features), self.input_scale, self.input_zero_point)
+        q_y = self.forward_int(q_x)
+        y = dequantize(q_y, self.output_scale, self.output_zero_point)
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias_q is not None}, weight=int8 per-channel symmetric, "
+            f"input=int8 (scale={self.input_scale.item():.4g}, "
+            f"zero_point={self.input_zero_point.item()}), "
+            f"output=int8 (scale={self.output_scale.item():.4g}, "
+            f"zero_point={self.output_zero_point.item()})"
+        )
+
+
+def nbytes(module: nn.Module) -> int:
+    """Bytes held by ``module``'s parameters and buffers (codes, scales, biases)."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def check_skip(model: nn.Module, skip: Iterable[str]) -> tuple[str, ...]:
+    """Return ``skip`` as a tuple, checking every name is in ``model.named_modules()``.
+
+    Raises ``TypeError`` for a bare string (``skip="head"`` would iterate over
+    letters) and ``ValueError`` for an unknown name, listing the known ones.
+    """
+    if isinstance(skip, str):
+        raise TypeError(f"skip must be a collection of module names, e.g. ({skip!r},)")
+    skip = tuple(skip)
+    names = dict(model.named_modules())
+    unknown = [s for s in skip if s not in names or s == ""]
+    if unknown:
+        known = [n for n in names if n]
+        raise ValueError(f"skip names {unknown} are not modules of the model; known: {known}")
+    return skip
+
+
+def _is_skipped(name: str, skip: tuple[str, ...]) -> bool:
+    """``name`` is in ``skip`` or inside a module named in ``skip``."""
+    return any(name == s or name.startswith(s + ".") for s in skip)
+
+
+def replace_modules(
+    model: nn.Module,
+    types: tuple[type[nn.Module], ...],
+    convert: Callable[[str, nn.Module], nn.Module],
+    skip: tuple[str, ...],
+) -> nn.Module:
+    """Replace, in place, every submodule of one of ``types`` by ``convert(name, module)``.
+
+    Modules named in ``skip`` and everything inside them are left alone.
+    Returns ``model`` (or the converted module, if ``model`` itself matches).
+    """
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, types) or _is_skipped(name, skip):
+            continue
+        if name == "":
+            return convert(name, module)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, convert(name, module))
+    return model
+
+
+@torch.no_grad()
+def calibrate_linears(
+    model: nn.Module,
+    names: Iterable[str],
+    batches: Iterable[torch.Tensor],
+    observer: Callable[[], Observer],
+) -> dict[str, tuple[Observer, Observer]]:
+    """Run ``batches`` through ``model`` and observe the input and output of each named layer.
+
+    Returns ``{name: (input_observer, output_observer)}``, each made by
+    ``observer()`` and updated with every batch (forward hooks, removed after).
+    The model runs in eval mode and gets its mode back afterwards.
+    """
+    observers = {name: (observer(), observer()) for name in names}
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            observers[name][0].update(args[0])
+            observers[name][1].update(out)
+
+        return record
+
+    handles = [model.get_submodule(n).register_forward_hook(hook(n)) for n in observers]
+    was_training = model.training
+    model.eval()
+    n_batches = 0
+    try:
+        for batch in batches:
+            model(batch)
+            n_batches += 1
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    if n_batches == 0:
+        raise ValueError("calibration is empty: give at least one batch of inputs")
+    return observers
+
+
+def quantize_model(
+    model: nn.Module,
+    method: str = "w8a16",
+    *,
+    skip: Iterable[str] = (),
+    group_size: int = 32,
+    calibration: Iterable[torch.Tensor] | None = None,
+    observer: Callable[[], Observer] | None = None,
+) -> nn.Module:
+    """A copy of ``model`` with its ``nn.Linear`` layers replaced by quantized ones.
+
+    ``method`` picks the layer: ``"w8a16"`` (:class:`W8A16Linear`), ``"int4"``
+    (:class:`Int4WeightLinear` with ``group_size``) or ``"w8a8"``
+    (:class:`W8A8Linear`). W8A8 needs ``calibration``, batches of model inputs:
+    the float copy runs them once while ``observer()`` instances (default:
+    :func:`int8_activation_observer`) watch each layer's input and output.
+    Modules named in ``skip`` (names as in ``model.named_modules()``, e.g.
+    ``"classifier.4"``), and every layer inside them, stay in float.
+    The original model is not modified.
+
+    Raises ``ValueError`` for an unknown ``method`` or ``skip`` name, a missing
+    ``calibration`` for W8A8, and a ``group_size`` that does not divide a
+    layer's ``in_features`` (skip that layer or pick another size).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    skip = check_skip(model, skip)
+    quantized = copy.deepcopy(model)
+    if method == "w8a16":
+        return replace_modules(
+            quantized, (nn.Linear,), lambda n, m: W8A16Linear.from_float(m), skip
+        )
+    if method == "int4":
+
+        def to_int4(name: str, linear: nn.Module) -> Int4WeightLinear:
+            try:
+                return Int4WeightLinear.from_float(linear, group_size)
+            except ValueError as err:
+                raise ValueError(
+                    f"layer {name!r}: {err}; skip it or pick another group_size"
+                ) from err
+
+        return replace_modules(quantized, (nn.Linear,), to_int4, skip)
+    if calibration is None:
+        raise ValueError("method='w8a8' needs calibration: a few batches of typical inputs")
+    names = [
+        n
+        for n, m in quantized.named_modules()
+        if isinstance(m, nn.Linear) and not _is_skipped(n, skip)
+    ]
+    observers = calibrate_linears(
+        quantized, names, calibration, observer or int8_activation_observer
+    )
+    return replace_modules(
+        quantized, (nn.Linear,), lambda n, m: W8A8Linear.from_float(m, *observers[n]), skip
+    )
+
+
+def int8_activation_observer() -> MinMaxObserver:
+    """The default activation observer of W8A8: min-max, asymmetric, signed int8 codes."""
+    return MinMaxObserver(bits=8, symmetric=False, signed=True)
