@@ -39,12 +39,15 @@ def test_matches_numpy_float64():
 
 
 def test_computed_in_float64():
-    # float16 inputs whose signal power sum(x^2) = 4.2e10 overflows float16 (max 65504):
-    # in float64 the ratio is exact, 2048^2 / 1^2.
-    x = torch.full((10_000,), 2048.0, dtype=torch.float16)
-    y = torch.full((10_000,), 2047.0, dtype=torch.float16)
-    assert mse(x, y) == 1.0
-    assert sqnr_db(x, y) == pytest.approx(20 * math.log10(2048), rel=1e-12)
+    # Squares of 1e20 (about 1e40) overflow float32 (max 3.4e38) but not float64.
+    x = torch.full((1000,), 1e20)
+    y = x / 2
+    half = float(x[0]) / 2
+    assert mse(x, y) == half**2
+    assert sqnr_db(x, y) == pytest.approx(10 * math.log10(4), rel=1e-12)
+    # float16 inputs: the signal power 1000 * 2048^2 overflows float16 (max 65504).
+    x16 = torch.full((1000,), 2048.0, dtype=torch.float16)
+    assert sqnr_db(x16, x16 - 1) == pytest.approx(20 * math.log10(2048), rel=1e-12)
 
 
 def test_mixed_dtypes():
