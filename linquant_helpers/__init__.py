@@ -24,6 +24,25 @@ from .packing import pack, packed_numel, unpack
 from .qtensor import QTensor, quantize_tensor
 
 # Lessons 04-05: models, observers, calibration (exports added by that work).
+# isort: split
+from .models import (
+    DigitsCNN,
+    DigitsData,
+    accuracy,
+    evaluate,
+    fold_batchnorm,
+    load_digits_data,
+    train,
+    trained_digits_model,
+)
+from .observers import (
+    EntropyObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MSEObserver,
+    Observer,
+    PercentileObserver,
+)
 
 # Lesson 06: quantized layers and integer inference.
 

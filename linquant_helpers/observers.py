@@ -1,0 +1,427 @@
+"""Observers: watch the tensors that flow through a model, then choose qparams.
+
+Weights are known in advance; activations are not. To quantize an activation
+we run calibration data through the model and let an *observer* summarize
+what it sees. Every observer here has the same interface:
+
+* ``obs.update(x)`` (or ``obs(x)``, which returns ``x`` unchanged, so an
+  observer can sit in a forward hook or inside a model) records a batch;
+* ``obs.clip_range()`` is the ``(min_val, max_val)`` it would represent;
+* ``obs.qparams()`` is ``qparams_from_range(*obs.clip_range(), bits, ...)``:
+  a float32 scale and an int32 zero point, exactly as :func:`choose_qparams`
+  returns them, with the same ``bits``, ``symmetric``, ``signed``, ``narrow``
+  and ``axis`` keywords (``axis=k``: one range per index along dimension ``k``).
+
+They differ in how they pick the range from what they saw:
+
+========================== =====================================================
+:class:`MinMaxObserver`     the smallest and largest value ever seen
+:class:`MovingAverageMinMaxObserver` an exponential moving average of each batch's min and max
+:class:`PercentileObserver` the ``percentile``-th percentile: rare outliers are clipped
+:class:`MSEObserver`        the clipping range that minimizes the quantization MSE
+:class:`EntropyObserver`    the threshold that minimizes the KL divergence (TensorRT)
+========================== =====================================================
+
+The last three need the distribution, not just its extremes: they keep a
+bounded, deterministic random sample of the values seen (``max_samples``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .affine import fake_quantize, qparams_from_range, qrange
+from .granularity import Granularity
+from .validation import check_finite, check_float_tensor
+
+MAX_SAMPLES = 1 << 18
+"""Values a distribution observer keeps by default (1 MiB of float32). The cap
+is at most ``1 << 24``: ``torch.quantile`` refuses more than 16 M elements."""
+
+
+class Observer:
+    """The shared interface; subclasses define ``_observe`` and ``clip_range``.
+
+    ``bits``, ``symmetric``, ``signed``, ``narrow`` have the meaning they have in
+    :func:`qparams_from_range`. ``axis=None`` observes the whole tensor;
+    ``axis=k`` keeps one range per index of dimension ``k`` (per-channel), and
+    every batch must then have the same size along ``k``.
+    """
+
+    def __init__(
+        self,
+        bits: int = 8,
+        *,
+        symmetric: bool = False,
+        signed: bool = True,
+        narrow: bool = False,
+        axis: int | None = None,
+    ) -> None:
+        qrange(bits, signed=signed, narrow=narrow)  # raises early for bad settings
+        if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
+            raise TypeError(f"axis must be an int or None, got {axis!r}")
+        self.bits, self.symmetric, self.signed, self.narrow = bits, symmetric, signed, narrow
+        self.axis = axis
+        self.min_val: torch.Tensor | None = None
+        self.max_val: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Record ``x`` and return it unchanged."""
+        self.update(x)
+        return x
+
+    def update(self, x: torch.Tensor) -> None:
+        """Record one batch. Raises ``TypeError`` for a non-float tensor and
+        ``ValueError`` for an empty one, NaN/infinity, a bad ``axis``, or a
+        channel count that differs from the previous batches'."""
+        x = check_float_tensor(x)
+        if x.numel() == 0:
+            raise ValueError(f"x is empty (shape {tuple(x.shape)}): there is nothing to observe")
+        check_finite(x)
+        rows = self._rows(x.detach())
+        if self.min_val is not None and self.min_val.shape[0] != rows.shape[0]:
+            raise ValueError(
+                f"x has {rows.shape[0]} channels along axis={self.axis}, but earlier batches "
+                f"had {self.min_val.shape[0]}"
+            )
+        self._observe(rows)
+
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as float32 rows of shape ``(C, n)``: one row per channel, or ``(1, numel)``."""
+        if self.axis is None:
+            return x.reshape(1, -1).float()
+        axis = Granularity.of(x.shape, self.axis, None).axis  # validates the axis
+        return x.movedim(axis, 0).reshape(x.shape[axis], -1).float()
+
+    def _observe(self, rows: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``(min_val, max_val)`` the qparams will represent: 0-d, or ``(C,)`` per channel."""
+        raise NotImplementedError
+
+    def _check_observed(self) -> None:
+        if self.min_val is None:
+            raise ValueError(
+                f"{type(self).__name__} has not seen any data yet: call update(x) "
+                "(run calibration batches) before qparams()"
+            )
+
+    def _shaped(self, t: torch.Tensor) -> torch.Tensor:
+        """Per-row results, as a 0-d tensor when observing per tensor."""
+        return t.reshape(()) if self.axis is None else t
+
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scale, zero_point)`` for :func:`clip_range`, as :func:`choose_qparams` computes
+        them: float32 scale, int32 zero point. Raises ``ValueError`` before any update."""
+        lo, hi = self.clip_range()
+        return qparams_from_range(
+            lo, hi, self.bits, symmetric=self.symmetric, signed=self.signed, narrow=self.narrow
+        )
+
+    def __repr__(self) -> str:
+        kind = "symmetric" if self.symmetric else "asymmetric"
+        where = "per-tensor" if self.axis is None else f"axis={self.axis}"
+        return f"{type(self).__name__}(bits={self.bits}, {kind}, {where})"
+
+
+class MinMaxObserver(Observer):
+    """Running minimum and maximum: ``min_val = min(min_val, min(x))``, same for max.
+
+    Nothing is clipped, so a single outlier stretches the range for every other
+    value. Bit-identical to ``torch.ao.quantization.MinMaxObserver`` (and its
+    ``PerChannelMinMaxObserver`` with ``axis``) of the same settings.
+    """
+
+    def _observe(self, rows: torch.Tensor) -> None:
+        lo, hi = rows.amin(dim=1), rows.amax(dim=1)
+        if self.min_val is not None:
+            lo, hi = torch.minimum(lo, self.min_val), torch.maximum(hi, self.max_val)
+        self.min_val, self.max_val = lo, hi
+
+    def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_observed()
+        return self._shaped(self.min_val), self._shaped(self.max_val)
+
+
+class MovingAverageMinMaxObserver(MinMaxObserver):
+    """Exponential moving average of each batch's min and max.
+
+    The first batch sets ``min_val = min(x)``; each later batch moves it a
+    fraction ``c = averaging_constant`` of the way:
+    ``min_val = min_val + c * (min(x) - min_val)`` (same for max). Used during
+    quantization-aware training, where ranges drift. Bit-identical to
+    ``torch.ao.quantization.MovingAverageMinMaxObserver`` (and its per-channel
+    variant). Raises ``ValueError`` for ``averaging_constant`` outside ``(0, 1]``.
+    """
+
+    def __init__(self, bits: int = 8, *, averaging_constant: float = 0.01, **settings) -> None:
+        super().__init__(bits, **settings)
+        if not 0.0 < averaging_constant <= 1.0:
+            raise ValueError(f"averaging_constant must be in (0, 1], got {averaging_constant}")
+        self.averaging_constant = averaging_constant
+
+    def _observe(self, rows: torch.Tensor) -> None:
+        lo, hi = rows.amin(dim=1), rows.amax(dim=1)
+        if self.min_val is not None:
+            c = self.averaging_constant
+            lo = self.min_val + c * (lo - self.min_val)
+            hi = self.max_val + c * (hi - self.max_val)
+        self.min_val, self.max_val = lo, hi
+
+
+class _SampleObserver(MinMaxObserver):
+    """Keeps the exact running min/max plus a random sample of the values seen.
+
+    At most ``max_samples`` values are kept in all (``max_samples // C`` per
+    channel). When a batch would overflow the sample, the old sample and the
+    new batch each give a random subset sized in proportion to how many values
+    they stand for, so the sample stays a uniform sample of everything seen.
+    The random generator is seeded with ``seed``: the same batches give the
+    same sample.
+    """
+
+    def __init__(
+        self, bits: int = 8, *, max_samples: int = MAX_SAMPLES, seed: int = 0, **settings
+    ) -> None:
+        super().__init__(bits, **settings)
+        if not 1 <= max_samples <= 1 << 24:
+            raise ValueError(f"max_samples must be in [1, {1 << 24}], got {max_samples}")
+        self.max_samples = max_samples
+        self._generator = torch.Generator().manual_seed(seed)
+        self.samples: torch.Tensor | None = None  # (C, n) float32
+        self._seen = 0  # values per channel seen so far
+
+    def _observe(self, rows: torch.Tensor) -> None:
+        super()._observe(rows)  # the exact min and max
+        seen, self._seen = self._seen, self._seen + rows.shape[1]
+        kept = rows if self.samples is None else torch.cat([self.samples, rows], dim=1)
+        cap = max(1, self.max_samples // rows.shape[0])
+        if kept.shape[1] > cap:
+            n_old = 0 if self.samples is None else self.samples.shape[1]
+            keep_old = min(n_old, round(cap * seen / self._seen))
+            old = self._subset(n_old, keep_old)
+            new = n_old + self._subset(rows.shape[1], cap - keep_old)
+            kept = kept[:, torch.cat([old, new]).to(kept.device)]
+        self.samples = kept
+
+    def _subset(self, n: int, k: int) -> torch.Tensor:
+        """``k`` distinct random indices in ``[0, n)``, from the seeded generator."""
+        return torch.randperm(n, generator=self._generator)[:k]
+
+
+class PercentileObserver(_SampleObserver):
+    """Clip to a percentile of the values seen, so that rare outliers do not set the range.
+
+    Asymmetric: ``[quantile(x, 1 - p), quantile(x, p)]`` with ``p = percentile / 100``;
+    symmetric: ``[-a, a]`` with ``a = quantile(|x|, p)`` (as in Wu et al. 2020).
+    Quantiles are computed with ``torch.quantile`` (linear interpolation) on
+    the kept sample (see ``max_samples``). Raises ``ValueError`` for a
+    ``percentile`` outside ``(50, 100]``.
+    """
+
+    def __init__(self, bits: int = 8, *, percentile: float = 99.99, **settings) -> None:
+        super().__init__(bits, **settings)
+        if not 50.0 < percentile <= 100.0:
+            raise ValueError(f"percentile must be in (50, 100], got {percentile}")
+        self.percentile = percentile
+
+    def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_observed()
+        p = self.percentile / 100.0
+        if self.symmetric:
+            a = torch.quantile(self.samples.abs(), p, dim=1)
+            return self._shaped(-a), self._shaped(a)
+        lo = torch.quantile(self.samples, 1.0 - p, dim=1)
+        hi = torch.quantile(self.samples, p, dim=1)
+        return self._shaped(lo), self._shaped(hi)
+
+
+def histogram_rows(
+    rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bins: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A histogram of each row of ``rows`` ``(C, n)`` over its own ``[lo[c], hi[c]]``.
+
+    Returns ``(counts, centers)``, both of shape ``(C, bins)``. All rows at once:
+    row ``c``'s bin ``k`` is slot ``c * bins + k`` of one ``torch.bincount``.
+    Values outside ``[lo, hi]`` land in the first or last bin.
+    """
+    c = rows.shape[0]
+    width = ((hi - lo) / bins).clamp(min=torch.finfo(torch.float32).tiny).unsqueeze(1)
+    k = ((rows - lo.unsqueeze(1)) / width).floor().clamp(0, bins - 1).long()
+    slots = k + bins * torch.arange(c, device=rows.device).unsqueeze(1)
+    counts = torch.bincount(slots.flatten(), minlength=c * bins).reshape(c, bins)
+    centers = lo.unsqueeze(1) + (torch.arange(bins, device=rows.device) + 0.5) * width
+    return counts.float(), centers
+
+
+class MSEObserver(_SampleObserver):
+    """The clipping range that minimizes the mean squared quantization error.
+
+    Candidates shrink the min-max range by a ratio ``r`` in ``1/grid, 2/grid, .., 1``:
+    ``[r * min, r * max]``. For each candidate we fake-quantize the data with
+    its qparams and measure ``E[(fake_quantize(x) - x)^2]``; the candidate with
+    the smallest error wins (per channel with ``axis``). Clipping trades a big
+    error on a few outliers for a finer step on everyone else.
+
+    All candidates are evaluated in one broadcasted call: the ``grid``
+    candidates are stacked along a new dimension and passed to
+    :func:`fake_quantize` as ``grid * C`` "channels". The data are the kept
+    sample, summarized by a histogram of ``bins`` bins when a row holds more
+    values than that. ``r = 1`` (min-max) is a candidate, so on those points
+    the result is never worse than min-max. Raises ``ValueError`` for
+    ``grid < 1`` or ``bins < 2``.
+    """
+
+    def __init__(self, bits: int = 8, *, grid: int = 100, bins: int = 2048, **settings) -> None:
+        super().__init__(bits, **settings)
+        if grid < 1 or bins < 2:
+            raise ValueError(f"grid must be >= 1 and bins >= 2, got grid={grid}, bins={bins}")
+        self.grid, self.bins = grid, bins
+
+    def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_observed()
+        points, weights = self.samples, torch.ones_like(self.samples)
+        if points.shape[1] > self.bins:
+            weights, points = histogram_rows(points, self.min_val, self.max_val, self.bins)
+        errors = self.candidate_errors(points, weights)  # (grid, C)
+        best = self.ratios(points.device)[errors.argmin(dim=0)]  # (C,)
+        return self._shaped(best * self.min_val), self._shaped(best * self.max_val)
+
+    def ratios(self, device: torch.device | None = None) -> torch.Tensor:
+        """The candidate ratios ``r``, shape ``(grid,)``."""
+        return torch.arange(1, self.grid + 1, device=device) / self.grid
+
+    def candidate_errors(self, points: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Weighted MSE of every candidate on each row: shape ``(grid, C)``."""
+        r = self.ratios(points.device).unsqueeze(1)  # (grid, 1) against (C,)
+        scale, zero_point = qparams_from_range(
+            r * self.min_val,
+            r * self.max_val,
+            self.bits,
+            symmetric=self.symmetric,
+            signed=self.signed,
+            narrow=self.narrow,
+        )
+        g, (c, n) = self.grid, points.shape
+        stacked = points.expand(g, c, n).reshape(g * c, n)
+        fq = fake_quantize(
+            stacked,
+            scale.flatten(),
+            zero_point.flatten(),
+            self.bits,
+            signed=self.signed,
+            narrow=self.narrow,
+            axis=0,
+        ).reshape(g, c, n)
+        return ((fq - points) ** 2 * weights).sum(dim=2) / weights.sum(dim=1)
+
+
+class EntropyObserver(_SampleObserver):
+    """TensorRT's entropy calibration: the threshold that loses the least information.
+
+    Per tensor only. Build a histogram of ``|x|`` with ``bins`` bins over
+    ``[0, max|x|]``. For each candidate threshold at bin ``i`` (from ``L`` to
+    ``bins``, where ``L`` is the number of quantization levels for ``[0, T]``):
+
+    1. ``P``: the first ``i`` bins, with all the clipped counts (bins ``>= i``)
+       added to bin ``i - 1``: the distribution after clipping at ``T = i * width``;
+    2. ``Q``: the same ``i`` bins merged into ``L`` levels (quantization), then
+       each level's count spread evenly back over its non-empty bins;
+    3. ``KL(P || Q) = sum P log(P / Q)`` of the normalized ``P`` and ``Q``.
+
+    The threshold with the smallest KL divergence wins (the largest one on a
+    tie). Before the search, bin 0 gets bin 1's count, as in NVIDIA's
+    ``pytorch-quantization``: after a ReLU about half the values are exactly 0,
+    and that spike would otherwise dominate both distributions. Clip too little and
+    the levels are coarse (``Q`` blurs ``P``); clip too much and the clipped
+    mass piles up in the last bin of ``P``. All thresholds are evaluated at
+    once as rows of a ``(thresholds, bins)`` matrix (about 4 M entries for 2048 bins).
+
+    ``L = 2^bits`` when the range is asymmetric and nothing negative was seen
+    (e.g. after a ReLU): the range is ``[0, T]``; otherwise ``L`` is half the
+    codes and the range is ``[-T, T]``. Raises ``ValueError`` for an ``axis``
+    or for ``bins`` not larger than ``L``.
+    (Migacz, "8-bit Inference with TensorRT", GTC 2017.)
+    """
+
+    def __init__(self, bits: int = 8, *, bins: int = 2048, **settings) -> None:
+        if settings.get("axis") is not None:
+            raise ValueError("EntropyObserver observes whole tensors only: leave axis=None")
+        super().__init__(bits, **settings)
+        self.bins = bins
+        if bins <= self.levels(nonnegative=True):
+            raise ValueError(
+                f"bins must exceed the {self.levels(nonnegative=True)} levels of "
+                f"{bits}-bit codes, got {bins}"
+            )
+
+    def levels(self, *, nonnegative: bool) -> int:
+        """``L``: how many codes cover ``[0, T]``."""
+        qmin, qmax = qrange(self.bits, signed=self.signed, narrow=self.narrow)
+        n_codes = qmax - qmin + 1
+        return n_codes if nonnegative and not self.symmetric else n_codes // 2
+
+    def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_observed()
+        nonnegative = bool(self.min_val[0] >= 0)
+        amax = torch.maximum(-self.min_val, self.max_val)  # (1,)
+        if float(amax) == 0.0:
+            return self._shaped(self.min_val), self._shaped(self.max_val)
+        hist, _ = histogram_rows(self.samples.abs(), torch.zeros_like(amax), amax, self.bins)
+        hist = hist[0].double()
+        hist[0] = hist[1]  # the spike of exact zeros (after ReLU) would outweigh everything
+        kl = kl_divergence_per_threshold(hist, self.levels(nonnegative=nonnegative))
+        last_best = len(kl) - 1 - int(kl.flip(0).argmin())  # on ties, the widest range
+        i = self.levels(nonnegative=nonnegative) + last_best
+        t = amax * i / self.bins
+        return self._shaped(torch.zeros_like(t) if nonnegative else -t), self._shaped(t)
+
+
+def kl_divergence_per_threshold(hist: torch.Tensor, levels: int) -> torch.Tensor:
+    """``KL(P_i || Q_i)`` for every threshold bin ``i = levels .. len(hist)`` at once.
+
+    ``hist`` is a 1-D histogram of ``|x|`` (float64 recommended); returns
+    ``len(hist) - levels + 1`` divergences, ``+inf`` where ``P`` has mass that
+    ``Q`` lacks (see :class:`EntropyObserver` for ``P`` and ``Q``). As in
+    NVIDIA's implementation, ``Q`` is spread over the bins that are non-empty in
+    ``hist``, so clipped mass piled into an empty bin ``i - 1`` gives ``+inf``.
+
+    Rather than build ``P_i`` and ``Q_i`` bin by bin, group the KL sum by level:
+    inside level ``l``, ``Q`` is the same value ``q_l / nnz_l`` on every bin where
+    ``P > 0``, so with ``N`` the total count and ``P_l`` the counts of ``P`` in level ``l``::
+
+        KL = sum_j (p_j/N) log(p_j/N)  -  sum_l (P_l/N) log(q_l / (nnz_l * sum_l q_l))
+
+    Every sum over a run of bins is a difference of prefix sums (``cumsum``),
+    so each threshold costs ``O(levels)``, not ``O(bins)``: one ``(thresholds, levels)``
+    matrix instead of ``(thresholds, bins)``. Level ``l`` of threshold ``i`` holds the
+    bins ``j`` with ``floor(j * levels / i) = l``, that is
+    ``ceil(l * i / levels) <= j < ceil((l + 1) * i / levels)``.
+    """
+
+    def prefix(v: torch.Tensor) -> torch.Tensor:  # prefix(v)[k] = sum of v[:k]
+        return torch.cat([v.new_zeros(1), torch.cumsum(v, 0)])
+
+    hist = hist.double()
+    n, bins = hist.sum(), hist.shape[0]
+    count, nonzero = prefix(hist), prefix((hist > 0).double())
+    h_log_h = prefix(torch.where(hist > 0, hist * torch.log(hist), hist.new_zeros(())))
+
+    i = torch.arange(levels, bins + 1, device=hist.device)  # (T,) thresholds
+    clipped = n - count[i]  # counts at or above bin i, moved into bin i - 1
+    last = hist[i - 1] + clipped
+    p_log_p = h_log_h[i - 1] + torch.where(last > 0, last * torch.log(last), last.new_zeros(()))
+
+    level = torch.arange(levels + 1, device=hist.device)
+    edge = (level * i.unsqueeze(1) + levels - 1) // levels  # (T, levels + 1): ceil(l * i / levels)
+    q = count[edge[:, 1:]] - count[edge[:, :-1]]  # (T, levels): counts below i per level
+    nnz = nonzero[edge[:, 1:]] - nonzero[edge[:, :-1]]
+    p_level = q.clone()
+    p_level[:, -1] += clipped
+
+    q_of_p = q / (nnz.clamp(min=1) * count[i].unsqueeze(1))  # Q on each non-empty bin
+    cross = torch.where(p_level > 0, p_level * torch.log(q_of_p), p_level.new_zeros(()))
+    kl = (p_log_p - cross.sum(dim=1)) / n - torch.log(n)
+    # Q is 0 on an empty bin, so clipped mass moved into an empty bin i - 1 costs +inf.
+    return torch.where((hist[i - 1] == 0) & (clipped > 0), torch.inf, kl)

@@ -1,0 +1,412 @@
+"""Tests of linquant_helpers.observers.
+
+MinMax and MovingAverage observers are checked bit for bit against
+``torch.ao.quantization`` (deprecated: an oracle only, never used by the package).
+The others against float64 references, hand-built distributions and a plain
+Python implementation of TensorRT's KL-divergence search.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from linquant_helpers import (
+    EntropyObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MSEObserver,
+    PercentileObserver,
+    choose_qparams,
+    fake_quantize,
+    mse,
+    qrange,
+)
+from linquant_helpers.observers import histogram_rows, kl_divergence_per_threshold
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+ao = pytest.importorskip("torch.ao.quantization")
+
+ALL = [
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    PercentileObserver,
+    MSEObserver,
+    EntropyObserver,
+]
+# (bits, signed, symmetric, narrow) that PyTorch's observers can express the same way.
+TORCH_SCHEMES = [
+    (8, True, False, False),
+    (8, True, True, False),
+    (8, True, True, True),
+    (8, False, False, False),
+    (8, False, True, False),
+    (4, True, False, False),
+    (4, True, True, False),
+    (4, False, False, False),
+]
+
+
+def _batches(seed: int, shape=(6, 5, 4, 3), n: int = 5) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    # each batch shifted and scaled differently, so the running statistics move
+    return [
+        torch.randn(shape, generator=g) * (1 + i) + 0.5 * i - 1
+        for i in torch.rand(n, generator=g).mul(3).tolist()
+    ]
+
+
+def _torch_observer(cls, bits, signed, symmetric, narrow, axis=None, **kw):
+    """The torch.ao observer with the same settings."""
+    qmin, qmax = qrange(bits, signed=signed, narrow=narrow)
+    kw["dtype"] = torch.qint8 if signed else torch.quint8
+    if bits != 8 or narrow:
+        kw.update(quant_min=qmin, quant_max=qmax)
+    if axis is None:
+        kw["qscheme"] = torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine
+    else:
+        kw["qscheme"] = torch.per_channel_symmetric if symmetric else torch.per_channel_affine
+        kw["ch_axis"] = axis
+    return cls(**kw)
+
+
+@pytest.mark.parametrize("scheme", TORCH_SCHEMES)
+@pytest.mark.parametrize("axis", [None, 0, 1, -1])
+def test_minmax_is_bit_identical_to_pytorch(scheme, axis) -> None:
+    bits, signed, symmetric, narrow = scheme
+    ours = MinMaxObserver(bits, symmetric=symmetric, signed=signed, narrow=narrow, axis=axis)
+    cls = ao.MinMaxObserver if axis is None else ao.PerChannelMinMaxObserver
+    ref = _torch_observer(cls, bits, signed, symmetric, narrow, axis)
+    for x in _batches(seed=bits + 10 * (axis or 0)):
+        assert ours(x) is x
+        ref(x)
+    scale, zero_point = ours.qparams()
+    ref_scale, ref_zp = ref.calculate_qparams()
+    assert scale.dtype == torch.float32 and zero_point.dtype == torch.int32
+    assert torch.equal(scale.reshape(-1), ref_scale)
+    assert torch.equal(zero_point.reshape(-1), ref_zp.to(torch.int32))
+    assert torch.equal(ours.clip_range()[0].reshape(-1), ref.min_val.reshape(-1))
+
+
+@pytest.mark.parametrize("scheme", TORCH_SCHEMES)
+@pytest.mark.parametrize("axis", [None, 1])
+@pytest.mark.parametrize("c", [0.01, 0.3])
+def test_moving_average_is_bit_identical_to_pytorch(scheme, axis, c) -> None:
+    bits, signed, symmetric, narrow = scheme
+    ours = MovingAverageMinMaxObserver(
+        bits, averaging_constant=c, symmetric=symmetric, signed=signed, narrow=narrow, axis=axis
+    )
+    cls = (
+        ao.MovingAverageMinMaxObserver if axis is None else ao.MovingAveragePerChannelMinMaxObserver
+    )
+    ref = _torch_observer(cls, bits, signed, symmetric, narrow, axis, averaging_constant=c)
+    for x in _batches(seed=3, n=7):
+        ours(x)
+        ref(x)
+    lo, hi = ours.clip_range()
+    assert torch.equal(lo.reshape(-1), ref.min_val.reshape(-1))
+    assert torch.equal(hi.reshape(-1), ref.max_val.reshape(-1))
+    scale, zero_point = ours.qparams()
+    ref_scale, ref_zp = ref.calculate_qparams()
+    assert torch.equal(scale.reshape(-1), ref_scale)
+    assert torch.equal(zero_point.reshape(-1), ref_zp.to(torch.int32))
+
+
+def test_moving_average_starts_from_the_first_batch() -> None:
+    obs = MovingAverageMinMaxObserver(averaging_constant=0.25)
+    obs(torch.tensor([-4.0, 8.0]))
+    assert obs.clip_range() == (-4.0, 8.0)
+    obs(torch.tensor([0.0, 4.0]))  # min: -4 + 0.25 * (0 - -4) = -3; max: 8 + 0.25 * -4 = 7
+    assert obs.clip_range() == (-3.0, 7.0)
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    n_batches=st.integers(1, 4),
+    bits=st.integers(2, 8),
+    symmetric=st.booleans(),
+    axis=st.sampled_from([None, 0, 1]),
+)
+def test_minmax_equals_choose_qparams_on_all_data(seed, n_batches, bits, symmetric, axis) -> None:
+    batches = _batches(seed, shape=(3, 4, 5), n=n_batches)
+    obs = MinMaxObserver(bits, symmetric=symmetric, axis=axis)
+    for x in batches:
+        obs.update(x)
+    # one range per channel across batches: concatenate along a dimension other than axis
+    along = 2 if axis is not None else 0
+    expected = choose_qparams(torch.cat(batches, along), bits, symmetric=symmetric, axis=axis)
+    for got, want in zip(obs.qparams(), expected, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_percentile_matches_float64_quantiles() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40_000, generator=g) * 2 + 1
+    obs = PercentileObserver(percentile=99.0)
+    obs(x[:15_000])
+    obs(x[15_000:])
+    lo, hi = obs.clip_range()
+    ref = torch.quantile(x.double(), torch.tensor([0.01, 0.99], dtype=torch.float64))
+    assert math.isclose(float(lo), float(ref[0]), rel_tol=1e-5)
+    assert math.isclose(float(hi), float(ref[1]), rel_tol=1e-5)
+    sym = PercentileObserver(percentile=99.0, symmetric=True)
+    sym(x)
+    a = float(torch.quantile(x.double().abs(), 0.99))
+    assert math.isclose(float(sym.clip_range()[1]), a, rel_tol=1e-5)
+    assert math.isclose(float(sym.clip_range()[0]), -a, rel_tol=1e-5)
+
+
+def test_percentile_clips_rare_outliers_and_100_is_min_max() -> None:
+    x = torch.linspace(-1, 1, 100_001)
+    x[7] = 50.0  # one outlier in 100k values
+    pct = PercentileObserver(percentile=99.99)
+    mm = MinMaxObserver()
+    full = PercentileObserver(percentile=100.0)
+    for obs in (pct, mm, full):
+        obs(x)
+    assert float(mm.clip_range()[1]) == 50.0 and float(full.clip_range()[1]) == 50.0
+    assert float(pct.clip_range()[1]) < 1.0
+    assert float(pct.qparams()[0]) < float(mm.qparams()[0]) / 20
+
+
+def test_percentile_per_channel() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(200, 3, generator=g) * torch.tensor([1.0, 5.0, 0.1])
+    obs = PercentileObserver(percentile=95.0, axis=1)
+    obs(x)
+    lo, hi = obs.clip_range()
+    assert lo.shape == hi.shape == (3,)
+    for c in range(3):
+        assert math.isclose(
+            float(hi[c]), float(torch.quantile(x[:, c].double(), 0.95)), rel_tol=1e-5
+        )
+
+
+def test_kept_sample_is_bounded_deterministic_and_uniform() -> None:
+    def run(seed=0):
+        obs = PercentileObserver(max_samples=4000, seed=seed)
+        obs(torch.arange(10_000.0))  # a quarter of all values seen
+        obs(torch.arange(10_000.0, 40_000.0))  # three quarters
+        return obs
+
+    a, b = run(), run()
+    assert a.samples.shape == (1, 4000)
+    assert torch.equal(a.samples, b.samples)
+    assert a.samples.unique().numel() == 4000  # drawn without replacement
+    first = float((a.samples < 10_000).float().mean())
+    assert abs(first - 0.25) < 1e-3  # each batch kept in proportion to its size
+    assert not torch.equal(run(seed=1).samples, a.samples)  # another seed, another sample
+    per_channel = PercentileObserver(max_samples=300, axis=0)
+    per_channel(torch.randn(3, 500))
+    assert per_channel.samples.shape == (3, 100)  # max_samples shared by the channels
+    # the exact extremes are kept even when the sample misses them
+    assert float(per_channel.min_val.min()) <= float(per_channel.samples.min())
+
+
+def _mse_of(obs_cls, x, **kw) -> float:
+    obs = obs_cls(4, **kw)
+    obs(x)
+    scale, zero_point = obs.qparams()
+    return mse(x, fake_quantize(x, scale, zero_point, 4, signed=kw.get("signed", True)))
+
+
+@pytest.mark.parametrize("dist", ["gaussian", "laplace"])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_mse_observer_beats_minmax_and_percentile_at_4_bits(dist, symmetric) -> None:
+    g = torch.Generator().manual_seed(0)
+    if dist == "gaussian":
+        x = torch.randn(100_000, generator=g)
+    else:  # Laplace by inverse CDF of a uniform sample
+        u = torch.rand(100_000, generator=g) - 0.5
+        x = -torch.sign(u) * torch.log1p(-2 * u.abs())
+    best = _mse_of(MSEObserver, x, symmetric=symmetric)
+    for other, kw in [
+        (MinMaxObserver, {}),
+        (PercentileObserver, {"percentile": 99.99}),
+        (PercentileObserver, {"percentile": 99.9}),
+        (PercentileObserver, {"percentile": 99.0}),
+    ]:
+        assert best <= _mse_of(other, x, symmetric=symmetric, **kw) * 1.001, other
+
+
+def test_mse_observer_picks_each_channels_best_candidate() -> None:
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(6, 1000, generator=g) * torch.linspace(0.1, 3, 6).unsqueeze(1)
+    w[2, 5] = 20.0  # an outlier in one channel only
+    obs = MSEObserver(3, symmetric=True, axis=0, grid=20)
+    obs(w)
+    lo, hi = obs.clip_range()
+    scale, _ = obs.qparams()
+    for c in range(6):  # brute force, one channel and one candidate at a time
+        errors = []
+        for r in obs.ratios():
+            s, z = choose_qparams(torch.stack([r * w[c].min(), r * w[c].max()]), 3, symmetric=True)
+            errors.append(mse(w[c], fake_quantize(w[c], s, z, 3)))
+        chosen = mse(w[c], fake_quantize(w[c], scale[c], 0, 3))
+        assert chosen <= min(errors) + 1e-12
+    assert float(hi[2]) < 10.0  # the outlier is clipped
+
+
+def test_histogram_rows_counts_each_row_over_its_range() -> None:
+    rows = torch.tensor([[0.0, 0.1, 0.9, 1.0], [-2.0, 2.0, 2.0, 0.5]])
+    counts, centers = histogram_rows(rows, torch.tensor([0.0, -2.0]), torch.tensor([1.0, 2.0]), 4)
+    assert counts.tolist() == [[2, 0, 0, 2], [1, 0, 1, 2]]
+    torch.testing.assert_close(centers[1], torch.tensor([-1.5, -0.5, 0.5, 1.5]))
+    for ref_row, row, lo, hi in [(counts[0], rows[0], 0.0, 1.0), (counts[1], rows[1], -2.0, 2.0)]:
+        assert torch.equal(ref_row, torch.histc(row, 4, lo, hi))
+
+
+def _kl_reference(hist: list[float], levels: int) -> list[float]:
+    """TensorRT's search, one threshold and one bin at a time, in plain Python."""
+    out = []
+    for i in range(levels, len(hist) + 1):
+        p = hist[:i]
+        p[-1] += sum(hist[i:])
+        level = [j * levels // i for j in range(i)]
+        total, nonempty = [0.0] * levels, [0] * levels
+        for j in range(i):
+            if hist[j] > 0:
+                total[level[j]] += hist[j]
+                nonempty[level[j]] += 1
+        q = [total[level[j]] / nonempty[level[j]] if hist[j] > 0 else 0.0 for j in range(i)]
+        sp, sq = sum(p), sum(q)
+        kl = 0.0
+        for a, b in zip(p, q, strict=True):
+            if a > 0:
+                kl += math.inf if b == 0 else a / sp * math.log((a / sp) / (b / sq))
+        out.append(kl)
+    return out
+
+
+@pytest.mark.parametrize("levels", [4, 16])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kl_divergence_matches_a_loop_reference(levels, seed) -> None:
+    g = torch.Generator().manual_seed(seed)
+    hist = torch.randint(0, 6, (80,), generator=g).double()
+    hist[10:14] = 0
+    hist[-5:-2] = 0  # empty bins make some thresholds infinitely bad
+    ours = kl_divergence_per_threshold(hist, levels)
+    ref = torch.tensor(_kl_reference(hist.tolist(), levels), dtype=torch.float64)
+    assert torch.equal(torch.isinf(ours), torch.isinf(ref)) and bool(torch.isinf(ref).any())
+    finite = torch.isfinite(ref)
+    torch.testing.assert_close(ours[finite], ref[finite], rtol=1e-10, atol=1e-12)
+
+
+def test_entropy_observer_clips_outliers_and_more_so_with_fewer_bits() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200_000, generator=g)
+    x[:20] = 40 + torch.rand(20, generator=g)  # 0.01 % far outliers
+    obs = EntropyObserver(8, symmetric=True)
+    obs(x)
+    lo, hi = obs.clip_range()
+    assert float(lo) == -float(hi)
+    assert 3.0 < float(hi) < 10.0  # clips the outliers, keeps the bulk
+    u = torch.rand(200_000, generator=g) - 0.5
+    laplace = -torch.sign(u) * torch.log1p(-2 * u.abs())
+    thresholds = []
+    for bits in (8, 4):
+        obs = EntropyObserver(bits, symmetric=True)
+        obs(laplace)
+        thresholds.append(float(obs.clip_range()[1]))
+    assert thresholds[1] < thresholds[0] <= float(laplace.abs().max())
+    uniform = EntropyObserver(8)
+    uniform(torch.rand(100_000, generator=g))  # nothing to clip
+    assert float(uniform.clip_range()[0]) == 0.0  # non-negative data: range [0, T]
+    assert float(uniform.clip_range()[1]) > 0.95
+
+
+def test_entropy_levels_follow_the_scheme() -> None:
+    assert EntropyObserver(8, symmetric=True).levels(nonnegative=True) == 128
+    assert EntropyObserver(8, signed=False).levels(nonnegative=True) == 256
+    assert EntropyObserver(8, signed=False).levels(nonnegative=False) == 128
+    assert EntropyObserver(4).levels(nonnegative=False) == 8
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_bad_input_gets_a_clear_error(cls) -> None:
+    obs = cls()
+    with pytest.raises(ValueError, match="not seen any data"):
+        obs.qparams()
+    with pytest.raises(ValueError, match="empty"):
+        obs.update(torch.zeros(0))
+    with pytest.raises(ValueError, match="NaN"):
+        obs.update(torch.tensor([1.0, float("nan")]))
+    with pytest.raises(ValueError, match="infinity"):
+        obs.update(torch.tensor([1.0, float("inf")]))
+    with pytest.raises(TypeError, match="floating-point"):
+        obs.update(torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="bits"):
+        cls(1)
+    with pytest.raises(ValueError, match="narrow"):
+        cls(narrow=True, signed=False)
+
+
+@pytest.mark.parametrize("cls", [c for c in ALL if c is not EntropyObserver])
+def test_per_channel_errors(cls) -> None:
+    obs = cls(axis=1)
+    obs(torch.randn(4, 3))
+    with pytest.raises(ValueError, match="3"):
+        obs(torch.randn(4, 5))
+    with pytest.raises(ValueError, match="axis"):
+        cls(axis=2).update(torch.randn(4, 3))
+    with pytest.raises(TypeError, match="axis"):
+        cls(axis=1.0)
+
+
+def test_settings_errors() -> None:
+    with pytest.raises(ValueError, match="averaging_constant"):
+        MovingAverageMinMaxObserver(averaging_constant=0.0)
+    with pytest.raises(ValueError, match="percentile"):
+        PercentileObserver(percentile=101)
+    with pytest.raises(ValueError, match="max_samples"):
+        MSEObserver(max_samples=0)
+    with pytest.raises(ValueError, match="grid"):
+        MSEObserver(grid=0)
+    with pytest.raises(ValueError, match="axis=None"):
+        EntropyObserver(axis=0)
+    with pytest.raises(ValueError, match="bins"):
+        EntropyObserver(8, signed=False, bins=256)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_all_zero_input_and_low_precision_dtypes(cls) -> None:
+    obs = cls()
+    obs(torch.zeros(10, dtype=torch.bfloat16))
+    scale, zero_point = obs.qparams()
+    assert scale.dtype == torch.float32 and float(scale) > 0  # EPS, never 0
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    half, single = cls(), cls()
+    half(x.half())
+    single(x.half().float())
+    for a, b in zip(half.qparams(), single.qparams(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_works_as_a_forward_hook(cls) -> None:
+    layer = torch.nn.Linear(4, 3)
+    obs = cls(signed=False)
+    handle = layer.register_forward_hook(lambda _m, _args, out: obs(out))
+    x = torch.randn(8, 4)
+    out = layer(x)
+    handle.remove()
+    assert torch.equal(out, layer(x))  # the hook returned the output unchanged
+    lo, hi = obs.clip_range()
+    amax = float(out.detach().abs().max())
+    assert -amax <= float(lo) < float(hi) <= amax
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("cls", ALL)
+def test_cuda_observers_match_cpu(cls) -> None:
+    x = torch.randn(4096, generator=torch.Generator().manual_seed(0))
+    cpu, gpu = cls(), cls()
+    cpu(x)
+    gpu(x.cuda())
+    s, z = gpu.qparams()
+    assert s.device.type == "cuda"
+    torch.testing.assert_close(s.cpu(), cpu.qparams()[0])
