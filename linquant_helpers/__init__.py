@@ -25,6 +25,14 @@ from .qtensor import QTensor, quantize_tensor
 
 # Lessons 04-05: models, observers, calibration (exports added by that work).
 # isort: split
+from .calibration import (
+    FakeQuantize,
+    calibrate,
+    fake_quantize_weight,
+    ptq,
+    quantize_weights,
+    with_input_quantizers,
+)
 from .models import (
     DigitsCNN,
     DigitsData,

@@ -1,0 +1,220 @@
+"""Post-training quantization of a whole model: weights, then calibrated activations.
+
+* :func:`fake_quantize_weight` / :func:`quantize_weights` - weights only, at any
+  granularity: ``"tensor"``, ``"channel"`` (one scale per output channel) or an
+  int group size (groups along each output channel's flattened weights).
+* :func:`calibrate` - attach an observer to the input of every ``Conv2d`` and
+  ``Linear`` with forward pre-hooks, run calibration batches, detach them.
+* :func:`ptq` - both: a *simulated* quantized copy of the model (W8A8 by
+  default) in which every ``Conv2d``/``Linear`` computes with fake-quantized
+  weights on fake-quantized inputs. The original model is never modified.
+
+"Simulated" (or "fake") quantization computes in float32 on values that are
+exactly representable by the integer codes, so its accuracy is the accuracy a
+real integer kernel would give, up to float rounding of the accumulation.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from .affine import choose_qparams, fake_quantize
+from .observers import MinMaxObserver, Observer
+
+QUANTIZABLE = (nn.Conv2d, nn.Linear)
+"""The layers whose weights and inputs are quantized."""
+
+
+def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Every ``Conv2d`` and ``Linear`` of ``model``, by qualified name, in forward order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
+
+
+def _weight_view(w: torch.Tensor, granularity: str | int) -> tuple[torch.Tensor, dict]:
+    """``w`` as ``(out, rest)`` rows and the ``axis``/``group_size`` that quantize it."""
+    rows = w.reshape(w.shape[0], -1)
+    if granularity == "tensor":
+        return rows, {}
+    if granularity == "channel":
+        return rows, {"axis": 0}
+    if isinstance(granularity, int) and not isinstance(granularity, bool) and granularity > 0:
+        if rows.shape[1] % granularity:  # the row cannot be cut into groups: one group per row
+            return rows, {"axis": 0}
+        return rows, {"group_size": granularity}
+    raise ValueError(
+        f"granularity must be 'tensor', 'channel' or a positive group size, got {granularity!r}"
+    )
+
+
+def fake_quantize_weight(
+    w: torch.Tensor,
+    bits: int = 8,
+    granularity: str | int = "channel",
+    *,
+    symmetric: bool = True,
+    narrow: bool = True,
+) -> torch.Tensor:
+    """Fake-quantize a weight with scales chosen from its own range (absmax when symmetric).
+
+    The weight is viewed as ``(out_channels, rest)``: a conv weight
+    ``(out, in, kh, kw)`` becomes ``(out, in * kh * kw)``. Then
+
+    * ``"tensor"``: one scale for the whole weight;
+    * ``"channel"``: one scale per output channel (``axis=0``);
+    * an int ``g``: one scale per ``g`` consecutive weights of a row. A row
+      whose length is not a multiple of ``g`` (e.g. the 9 weights of a 3x3
+      depthwise filter with ``g = 8``) is one group: per-channel.
+
+    Defaults: symmetric, signed and narrow (codes ``-127..127`` at 8 bits,
+    ``scale = max|w| / 127``), the usual choice for weights (Wu et al. 2020).
+    Returns a tensor of ``w``'s shape, dtype and device. Raises ``ValueError``
+    for a bad ``granularity`` and as :func:`choose_qparams` does.
+    """
+    rows, where = _weight_view(w.detach(), granularity)
+    scale, zero_point = choose_qparams(rows, bits, symmetric=symmetric, narrow=narrow, **where)
+    return fake_quantize(rows, scale, zero_point, bits, narrow=narrow, **where).reshape(w.shape)
+
+
+def quantize_weights(
+    model: nn.Module, bits: int = 8, granularity: str | int = "channel", **settings
+) -> nn.Module:
+    """A copy of ``model`` whose ``Conv2d``/``Linear`` weights are fake-quantized
+    (see :func:`fake_quantize_weight`; ``settings`` go to it). Biases stay in
+    float, as integer kernels keep them in int32 at a much finer scale. The
+    original model is untouched."""
+    quantized = copy.deepcopy(model)
+    for layer in quantizable_layers(quantized).values():
+        with torch.no_grad():
+            layer.weight.copy_(fake_quantize_weight(layer.weight, bits, granularity, **settings))
+    return quantized
+
+
+class FakeQuantize(nn.Module):
+    """Fake-quantize its input with fixed qparams: ``scale * (quantize(x) - zero_point)``.
+
+    Placed in front of a layer, it makes the layer compute on quantized
+    activations. ``scale``/``zero_point`` are buffers (saved with the model).
+    """
+
+    def __init__(
+        self,
+        scale: torch.Tensor,
+        zero_point: torch.Tensor,
+        bits: int = 8,
+        *,
+        signed: bool = False,
+        narrow: bool = False,
+        axis: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale.detach().clone())
+        self.register_buffer("zero_point", zero_point.detach().clone())
+        self.bits, self.signed, self.narrow, self.axis = bits, signed, narrow, axis
+
+    @classmethod
+    def from_observer(cls, obs: Observer) -> FakeQuantize:
+        """A fake quantizer with the calibrated qparams and settings of ``obs``."""
+        scale, zero_point = obs.qparams()
+        return cls(scale, zero_point, obs.bits, signed=obs.signed, narrow=obs.narrow, axis=obs.axis)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fake_quantize(
+            x,
+            self.scale,
+            self.zero_point,
+            self.bits,
+            signed=self.signed,
+            narrow=self.narrow,
+            axis=self.axis,
+        )
+
+    def extra_repr(self) -> str:
+        s = f"bits={self.bits}, signed={self.signed}"
+        if self.scale.numel() == 1:
+            s += f", scale={float(self.scale):.4g}, zero_point={int(self.zero_point)}"
+        return s
+
+
+def calibrate(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    observer: Callable[..., Observer] = MinMaxObserver,
+    bits: int = 8,
+    *,
+    symmetric: bool = False,
+    signed: bool = False,
+) -> dict[str, Observer]:
+    """Observe the input of every ``Conv2d``/``Linear`` of ``model`` on ``batches``.
+
+    ``observer(bits, symmetric=..., signed=...)`` makes one observer per layer
+    (pass ``functools.partial(PercentileObserver, percentile=99.9)`` to set
+    more). A forward *pre*-hook hands each layer's input to its observer
+    before the layer runs. The model runs in eval mode without gradients; the
+    hooks are removed and its mode restored afterwards, even on error.
+    Defaults are unsigned asymmetric codes (``0..255``), which suit the
+    non-negative outputs of ReLU. Returns ``{layer name: observer}``.
+    Raises ``ValueError`` if ``batches`` is empty.
+    """
+    observers = {
+        name: observer(bits, symmetric=symmetric, signed=signed)
+        for name in quantizable_layers(model)
+    }
+    hooks = [
+        layer.register_forward_pre_hook(lambda _layer, args, obs=observers[name]: obs(args[0]))
+        for name, layer in quantizable_layers(model).items()
+    ]
+    was_training, n_batches = model.training, 0
+    model.eval()
+    try:
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+                n_batches += 1
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    if n_batches == 0:
+        raise ValueError("batches is empty: calibration needs at least one batch of inputs")
+    return observers
+
+
+def with_input_quantizers(model: nn.Module, observers: dict[str, Observer]) -> nn.Module:
+    """A copy of ``model`` in which each layer named in ``observers`` becomes
+    ``nn.Sequential(FakeQuantize.from_observer(obs), layer)``."""
+    quantized = copy.deepcopy(model)
+    for name, obs in observers.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = quantized.get_submodule(parent_name)
+        layer = parent.get_submodule(child)
+        setattr(parent, child, nn.Sequential(FakeQuantize.from_observer(obs), layer))
+    return quantized
+
+
+def ptq(
+    model: nn.Module,
+    calib_batches: Iterable[torch.Tensor],
+    *,
+    observer: Callable[..., Observer] = MinMaxObserver,
+    act_bits: int = 8,
+    weight_bits: int = 8,
+    weight_granularity: str | int = "channel",
+) -> nn.Module:
+    """Post-training quantization, simulated: a fake-quantized copy of ``model``.
+
+    1. :func:`calibrate` the float model: one ``observer`` per ``Conv2d``/``Linear``
+       input, unsigned asymmetric ``act_bits``-bit codes;
+    2. :func:`quantize_weights` of a copy at ``weight_bits`` with ``weight_granularity``
+       (``"tensor"``, ``"channel"`` or a group size), symmetric;
+    3. put a :class:`FakeQuantize` with the calibrated qparams in front of each layer.
+
+    The copy is in eval mode; the original model is untouched. The network's
+    output (the logits) stays in float.
+    """
+    observers = calibrate(model, calib_batches, observer, act_bits)
+    weights_quantized = quantize_weights(model, weight_bits, weight_granularity)
+    return with_input_quantizers(weights_quantized, observers).eval()
