@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linquant_helpers import choose_qparams, fake_quantize
+from linquant_helpers import choose_qparams, fake_quantize, quantize_weights
 from linquant_helpers.qat import QATWrapper, fake_quantize_ste, prepare_qat, strip_qat
 
 
@@ -24,7 +24,8 @@ def weight(*shape: int, seed: int = 0) -> torch.Tensor:
 def test_ste_value_is_fake_quantized() -> None:
     w = weight(8, 16)
     assert torch.equal(fake_quantize_ste(w, 4), fq_reference(w, 4, axis=0))
-    assert torch.equal(fake_quantize_ste(w, 3, group_size=4), fq_reference(w, 3, group_size=4))
+    assert torch.equal(fake_quantize_ste(w, 3, 4), fq_reference(w, 3, group_size=4))
+    assert torch.equal(fake_quantize_ste(w, 3, "tensor"), fq_reference(w, 3))
     assert fake_quantize_ste(w, 4).unique().numel() <= 8 * 15  # 15 codes per channel
 
 
@@ -58,21 +59,21 @@ def test_wrapper_linear_and_conv_forward() -> None:
 
 def test_wrapper_trains_the_float_weight() -> None:
     torch.manual_seed(0)
-    wrapped = QATWrapper(nn.Linear(16, 8), 4, group_size=8)
+    wrapped = QATWrapper(nn.Linear(16, 8), 4, 8)
     wrapped(weight(5, 16)).pow(2).sum().backward()
     assert wrapped.module.weight.grad is not None
     assert torch.count_nonzero(wrapped.module.weight.grad) > 0
     assert [name for name, _ in wrapped.named_parameters()] == ["module.weight", "module.bias"]
-    assert "bits=4, group_size=8" in repr(wrapped)
+    assert "bits=4, granularity=8" in repr(wrapped)
 
 
 def test_wrapper_errors() -> None:
     with pytest.raises(TypeError, match="nn.Linear or nn.Conv2d"):
         QATWrapper(nn.ReLU())
-    with pytest.raises(ValueError, match="group_size"):
-        QATWrapper(nn.Conv2d(2, 2, 3), group_size=3)
-    with pytest.raises(ValueError, match="divide"):
-        QATWrapper(nn.Linear(10, 2), group_size=4)
+    with pytest.raises(ValueError, match="granularity"):
+        QATWrapper(nn.Conv2d(2, 2, 3), 4, "row")
+    with pytest.raises(ValueError, match="bits"):
+        QATWrapper(nn.Linear(10, 2), 1)
 
 
 def small_cnn() -> nn.Module:
@@ -98,6 +99,10 @@ def test_prepare_qat_equals_post_training_quantization_before_training() -> None
             layer.weight.copy_(fq_reference(layer.weight, 4, axis=0))
     x = weight(6, 1, 4, 4, seed=4)
     torch.testing.assert_close(qat(x), ptq(x))
+    # ... which is lesson 05's post-training weight quantization
+    lesson05 = quantize_weights(model, 4)
+    lesson05[4].load_state_dict(model[4].state_dict())  # the skipped layer stays float
+    torch.testing.assert_close(qat(x), lesson05(x))
     plain = strip_qat(qat)
     assert type(plain[0]) is nn.Conv2d and type(plain[3][0]) is nn.Linear
     torch.testing.assert_close(plain(x), model(x))
