@@ -1,0 +1,247 @@
+"""Size and speed of quantized inference on this machine, measured side by side in one run.
+
+    python benchmarks/bench_inference.py            # about half a minute
+    python benchmarks/bench_inference.py --quick    # fewer rounds (notebook 06 runs this)
+
+Three tables:
+
+1. bytes held by a 1024 x 1024 linear layer: fp32, int8 (W8A16, W8A8), packed int4;
+2. latency of that layer at batch 64: fp32 ``nn.Linear``, the bare int8 matmul
+   (``torch._int_mm``), PyTorch's dynamic int8 ``Linear`` (a comparison only:
+   ``torch.ao.quantization`` is deprecated and never used by the package), and
+   the package's three layers, with the W8A8 forward split into its steps;
+3. the quantize step on a 4096 x 4096 tensor: the package's eager ``quantize``,
+   ``torch.compile``, ``torch.quantize_per_tensor``, against the memory-bandwidth
+   floor (bytes moved / measured copy bandwidth).
+
+Timings are medians over interleaved rounds (see :func:`interleaved_medians`):
+on a shared CPU the times move from run to run, the ratios much less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from linquant_helpers import choose_qparams, dequantize, quantize
+from linquant_helpers.integer_ops import int8_matmul, requantize
+from linquant_helpers.layers import Int4WeightLinear, W8A8Linear, W8A16Linear, nbytes
+
+Row = tuple[str, ...]
+
+
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], rounds: int, block_s: float = 0.02
+) -> dict[str, float]:
+    """Median milliseconds per call of each function, measured in interleaved rounds.
+
+    Each round times a short block of calls of every function in turn, so a burst
+    of load from other processes slows all of them alike instead of one, and the
+    median over rounds drops the disturbed blocks. The number of calls per block
+    is set once per function from a warm-up call.
+    """
+    calls = {}
+    for name, fn in fns.items():
+        fn()  # warm-up: first-call allocations, lazy initialization
+        start = time.perf_counter()
+        fn()
+        calls[name] = max(1, round(block_s / max(time.perf_counter() - start, 1e-7)))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                for _ in range(calls[name]):
+                    fn()
+                times[name].append((time.perf_counter() - start) / calls[name] * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def format_table(title: str, header: Row, rows: list[Row]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(row: Row) -> str:
+        cells = [
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([title, line(header), *map(line, rows)])
+
+
+def make_layers(features: int, batch: int, group_size: int, seed: int = 0) -> dict[str, object]:
+    """A float ``nn.Linear``, its three quantized versions and an input batch."""
+    torch.manual_seed(seed)
+    linear = nn.Linear(features, features)
+    x = torch.randn(batch, features)
+    with torch.no_grad():
+        qparams_in, qparams_out = choose_qparams(x), choose_qparams(linear(x))
+    return {
+        "linear": linear,
+        "x": x,
+        "w8a16": W8A16Linear.from_float(linear),
+        "w8a8": W8A8Linear.from_float(linear, qparams_in, qparams_out),
+        "int4": Int4WeightLinear.from_float(linear, group_size),
+    }
+
+
+def size_rows(layers: dict[str, object], group_size: int) -> list[Row]:
+    fp32 = nbytes(layers["linear"])
+    sizes = {
+        "fp32 nn.Linear": fp32,
+        "W8A16Linear (int8 codes + scales)": nbytes(layers["w8a16"]),
+        "W8A8Linear (int8 codes + int32 terms)": nbytes(layers["w8a8"]),
+        f"Int4WeightLinear (packed, group_size={group_size})": nbytes(layers["int4"]),
+    }
+    return [(name, f"{n:,}", f"{fp32 / n:.2f}x") for name, n in sizes.items()]
+
+
+def dynamic_int8(linear: nn.Linear) -> nn.Module | None:
+    """PyTorch's dynamic int8 Linear, for comparison only; None if this build lacks it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated
+        try:
+            return torch.ao.quantization.quantize_dynamic(
+                nn.Sequential(linear), {nn.Linear}, dtype=torch.qint8
+            )
+        except (AttributeError, RuntimeError) as err:
+            print(f"(PyTorch's dynamic int8 Linear is unavailable: {err})")
+            return None
+
+
+def latency_rows(layers: dict[str, object], rounds: int) -> list[Row]:
+    linear, x, w8a8, int4 = layers["linear"], layers["x"], layers["w8a8"], layers["int4"]
+    q_x = quantize(x, w8a8.input_scale, w8a8.input_zero_point)
+    q_w_t = w8a8.weight_q.t()
+    acc = int8_matmul(q_x, q_w_t) + w8a8.offset
+    q_y = w8a8.forward_int(q_x)
+    fns = {"fp32 nn.Linear": lambda: linear(x)}
+    fns["int8 matmul alone (torch._int_mm)"] = lambda: int8_matmul(q_x, q_w_t)
+    dynamic = dynamic_int8(linear)
+    if dynamic is not None:
+        fns["PyTorch dynamic int8 Linear"] = lambda: dynamic(x)
+    fns |= {
+        "W8A16Linear": lambda: layers["w8a16"](x),
+        "W8A8Linear (float in, float out)": lambda: w8a8(x),
+        "  1. quantize x": lambda: quantize(x, w8a8.input_scale, w8a8.input_zero_point),
+        "  2. int8 matmul + offset": lambda: int8_matmul(q_x, q_w_t) + w8a8.offset,
+        "  3. requantize (int64 multiply, shift)": lambda: requantize(acc, w8a8.m0, w8a8.shift),
+        "  4. dequantize y": lambda: dequantize(q_y, w8a8.output_scale, w8a8.output_zero_point),
+        "W8A8Linear.forward_int (int8 in, int8 out)": lambda: w8a8.forward_int(q_x),
+        "Int4WeightLinear": lambda: int4(x),
+        "  unpack the int4 weight alone": lambda: int4.weight_codes(),
+    }
+    ms = interleaved_medians(fns, rounds)
+    fp32 = ms["fp32 nn.Linear"]
+    return [(name, f"{t:.3f}", f"{fp32 / t:.2f}x") for name, t in ms.items()]
+
+
+def quantize_one_expression(x: torch.Tensor, inv_scale: float, zero_point: int) -> torch.Tensor:
+    """The quantize formula as one expression, without checks or blocks: what we compile."""
+    return torch.clamp(torch.round(x * inv_scale + zero_point), -128, 127).to(torch.int8)
+
+
+def agreement(codes: torch.Tensor, reference: torch.Tensor) -> str:
+    differ = int((codes != reference).sum())
+    return "bit-exact" if differ == 0 else f"{differ} of {reference.numel():,} differ"
+
+
+def compiled_quantizers(x, scale, zero_point) -> dict[str, Callable[[], torch.Tensor]]:
+    """torch.compile of the one-expression formula and of the package's quantize.
+
+    The first call compiles (Inductor writes C++ and needs a compiler); a
+    failure is reported and the rows are left out rather than crash the benchmark.
+    """
+    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)  # graph-break warnings
+    s, z = float(scale), int(zero_point)
+    try:
+        start = time.perf_counter()
+        one = torch.compile(quantize_one_expression)
+        one(x, 1 / s, z)
+        package = torch.compile(quantize)
+        package(x, scale, zero_point)
+        print(
+            f"(torch.compile: the first calls, compiling, took {time.perf_counter() - start:.1f} s)"
+        )
+    except Exception as err:  # any backend failure: report it, keep the other rows
+        print(f"(torch.compile failed, rows left out: {type(err).__name__}: {str(err)[:200]})")
+        return {}
+    return {
+        "one expression, torch.compile": lambda: one(x, 1 / s, z),
+        "quantize (package), torch.compile": lambda: package(x, scale, zero_point),
+    }
+
+
+def quantize_step_rows(n: int, rounds: int, compile_: bool) -> list[Row]:
+    x = torch.randn(n, n, generator=torch.Generator().manual_seed(0))
+    scale, zero_point = choose_qparams(x)
+    s, z = float(scale), int(zero_point)
+    reference = quantize(x, scale, zero_point)
+    copy_dst = torch.empty_like(x)
+
+    def per_tensor() -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # quantized dtypes are deprecated: comparison only
+            return torch.quantize_per_tensor(x, s, z, torch.qint8).int_repr()
+
+    fns = {
+        "copy x (measures bandwidth)": lambda: copy_dst.copy_(x),
+        "quantize (package, eager)": lambda: quantize(x, scale, zero_point),
+        "one expression, eager": lambda: quantize_one_expression(x, 1 / s, z),
+        "torch.quantize_per_tensor": per_tensor,
+    }
+    if compile_:
+        fns |= compiled_quantizers(x, scale, zero_point)
+    ms = interleaved_medians(fns, rounds)
+
+    bandwidth = 2 * x.nbytes / ms.pop("copy x (measures bandwidth)")  # read + write, bytes/ms
+    floor = (x.nbytes + reference.nbytes) / bandwidth  # float32 in, int8 out
+    rows = [
+        ("memory-bandwidth floor", f"{floor:.2f}", "1.0", f"copy: {bandwidth / 2**20:.1f} GiB/s")
+    ]
+    for name, t in ms.items():
+        rows.append((name, f"{t:.2f}", f"{t / floor:.1f}", agreement(fns[name](), reference)))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer timing rounds")
+    parser.add_argument("--features", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--group-size", type=int, default=32)
+    parser.add_argument("--quantize-size", type=int, default=4096)
+    parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: steadier on a shared CPU)"
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rounds = 7 if args.quick else 25
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {capability}\n")
+    f, n = args.features, args.quantize_size
+    layers = make_layers(f, args.batch, args.group_size)
+    title = f"Bytes held by a {f} x {f} linear layer (weights, scales, bias)"
+    print(
+        format_table(title, ("layer", "bytes", "fp32 / this"), size_rows(layers, args.group_size))
+    )
+    title = f"\nLatency of a {f} x {f} linear layer at batch {args.batch} (median ms)"
+    print(format_table(title, ("layer", "ms", "speedup"), latency_rows(layers, rounds)))
+    rows = quantize_step_rows(n, rounds, not args.no_compile)
+    title = f"\nQuantize a {n} x {n} float32 tensor to int8 (median ms)"
+    print(format_table(title, ("method", "ms", "x floor", "codes vs package"), rows))
+
+
+if __name__ == "__main__":
+    main()
