@@ -32,7 +32,7 @@ from torch import nn
 
 from linquant_helpers import choose_qparams, dequantize, quantize
 from linquant_helpers.integer_ops import int8_matmul, requantize
-from linquant_helpers.layers import Int4WeightLinear, W8A8Linear, W8A16Linear, nbytes
+from linquant_helpers.layers import Int4WeightLinear, W8A8Linear, W8A16Linear, module_nbytes
 
 Row = tuple[str, ...]
 
@@ -95,12 +95,12 @@ def make_layers(features: int, batch: int, group_size: int, seed: int = 0) -> di
 
 
 def size_rows(layers: dict[str, object], group_size: int) -> list[Row]:
-    fp32 = nbytes(layers["linear"])
+    fp32 = module_nbytes(layers["linear"])
     sizes = {
         "fp32 nn.Linear": fp32,
-        "W8A16Linear (int8 codes + scales)": nbytes(layers["w8a16"]),
-        "W8A8Linear (int8 codes + int32 terms)": nbytes(layers["w8a8"]),
-        f"Int4WeightLinear (packed, group_size={group_size})": nbytes(layers["int4"]),
+        "W8A16Linear (int8 codes + scales)": module_nbytes(layers["w8a16"]),
+        "W8A8Linear (int8 codes + int32 terms)": module_nbytes(layers["w8a8"]),
+        f"Int4WeightLinear (packed, group_size={group_size})": module_nbytes(layers["int4"]),
     }
     return [(name, f"{n:,}", f"{fp32 / n:.2f}x") for name, n in sizes.items()]
 

@@ -53,6 +53,24 @@ from .observers import (
 )
 
 # Lesson 06: quantized layers and integer inference.
+# isort: split
+from .integer_ops import (
+    int8_matmul,
+    integer_linear,
+    quantize_bias,
+    quantize_multiplier,
+    requantize,
+    weight_offset,
+)
+from .layers import (
+    Int4WeightLinear,
+    W8A8Linear,
+    W8A16Linear,
+    module_nbytes,
+    quantize_model,
+    quantize_weight,
+)
+from .qat import QATWrapper, fake_quantize_ste, prepare_qat, strip_qat
 
 # Lesson 07: the capstone transformer.
 

@@ -319,7 +319,7 @@ class W8A8Linear(_QuantizedLinear):
         )
 
 
-def nbytes(module: nn.Module) -> int:
+def module_nbytes(module: nn.Module) -> int:
     """Bytes held by ``module``'s parameters and buffers (codes, scales, biases)."""
     tensors = list(module.parameters()) + list(module.buffers())
     return sum(t.numel() * t.element_size() for t in tensors)

@@ -19,7 +19,7 @@ from linquant_helpers.layers import (
     Int4WeightLinear,
     W8A8Linear,
     W8A16Linear,
-    nbytes,
+    module_nbytes,
     quantize_model,
     quantize_weight,
 )
@@ -311,12 +311,12 @@ def test_layers_on_cuda(kind: str) -> None:
     assert torch.equal(layer.cuda()(x.cuda()).cpu(), on_gpu(x.cuda()).cpu())
 
 
-def test_nbytes() -> None:
+def test_module_nbytes() -> None:
     linear = make_linear(64, 24)
-    assert nbytes(linear) == 4 * (64 * 24 + 24)
-    assert nbytes(W8A16Linear.from_float(linear)) == 64 * 24 + 4 * 24 + 4 * 24
+    assert module_nbytes(linear) == 4 * (64 * 24 + 24)
+    assert module_nbytes(W8A16Linear.from_float(linear)) == 64 * 24 + 4 * 24 + 4 * 24
     # int4: half a byte per weight, one float32 scale per group of 16, float32 bias
-    assert nbytes(LAYERS["Int4"](linear)) == 64 * 24 // 2 + 4 * 24 * 4 + 4 * 24
+    assert module_nbytes(LAYERS["Int4"](linear)) == 64 * 24 // 2 + 4 * 24 * 4 + 4 * 24
 
 
 # --- quantize_model -----------------------------------------------------------------
