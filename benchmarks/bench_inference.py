@@ -23,16 +23,25 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from linquant_helpers import choose_qparams, dequantize, quantize
-from linquant_helpers.integer_ops import int8_matmul, requantize
-from linquant_helpers.layers import Int4WeightLinear, W8A8Linear, W8A16Linear, module_nbytes
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
+
+from linquant_helpers import choose_qparams, dequantize, quantize  # noqa: E402
+from linquant_helpers.integer_ops import int8_matmul, requantize  # noqa: E402
+from linquant_helpers.layers import (  # noqa: E402
+    Int4WeightLinear,
+    W8A8Linear,
+    W8A16Linear,
+    module_nbytes,
+)
 
 Row = tuple[str, ...]
 

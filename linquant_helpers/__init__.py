@@ -67,8 +67,8 @@ from .layers import (
     W8A8Linear,
     W8A16Linear,
     module_nbytes,
+    quantize_linear_weight,
     quantize_model,
-    quantize_weight,
 )
 from .qat import QATWrapper, fake_quantize_ste, prepare_qat, strip_qat
 

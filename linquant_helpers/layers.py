@@ -40,7 +40,9 @@ from .validation import as_scale, as_zero_point, check_float_tensor
 METHODS = ("w8a16", "w8a8", "int4")
 
 
-def quantize_weight(weight: torch.Tensor, bits: int, group_size: int | None = None) -> QTensor:
+def quantize_linear_weight(
+    weight: torch.Tensor, bits: int, group_size: int | None = None
+) -> QTensor:
     """Symmetric, narrow-range quantization of an ``(out, in)`` weight: ``q = round(w / s)``.
 
     ``s = max|w| / (2^(b-1) - 1)`` per output channel (``axis=0``), or per group of
@@ -112,7 +114,7 @@ class W8A16Linear(_QuantizedLinear):
     def from_float(cls, linear: nn.Linear) -> W8A16Linear:
         """Quantize ``linear``'s weight per output channel (int8, symmetric); copy the bias."""
         linear = _check_linear(linear)
-        qw = quantize_weight(linear.weight, 8)
+        qw = quantize_linear_weight(linear.weight, 8)
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None)
         layer.weight_q.copy_(qw.q)
         layer.weight_scale.copy_(qw.scale)
@@ -171,7 +173,7 @@ class Int4WeightLinear(_QuantizedLinear):
         """Quantize ``linear``'s weight to 4 bits per group of ``group_size`` inputs and pack it."""
         linear = _check_linear(linear)
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None, group_size)
-        qw = quantize_weight(linear.weight, 4, group_size)
+        qw = quantize_linear_weight(linear.weight, 4, group_size)
         layer.weight_packed.copy_(pack(qw.q, 4, signed=True))
         layer.weight_scale.copy_(qw.scale)
         if linear.bias is not None:
@@ -277,7 +279,7 @@ class W8A8Linear(_QuantizedLinear):
         linear = _check_linear(linear)
         s_x, z_x = _activation_qparams(input_qparams, "input_qparams")
         s_y, z_y = _activation_qparams(output_qparams, "output_qparams")
-        qw = quantize_weight(linear.weight, 8)
+        qw = quantize_linear_weight(linear.weight, 8)
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None)
         bias_q = None
         if linear.bias is not None:

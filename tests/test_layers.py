@@ -20,8 +20,8 @@ from linquant_helpers.layers import (
     W8A8Linear,
     W8A16Linear,
     module_nbytes,
+    quantize_linear_weight,
     quantize_model,
-    quantize_weight,
 )
 from linquant_helpers.observers import MinMaxObserver
 
@@ -49,7 +49,7 @@ def w8a8(linear: nn.Linear, x: torch.Tensor) -> W8A8Linear:
 
 def test_int8_weight_codes_match_pytorch_per_channel() -> None:
     w = make_linear().weight.detach()
-    qw = quantize_weight(w, 8)
+    qw = quantize_linear_weight(w, 8)
     expected_scale = w.abs().amax(dim=1) / 127  # symmetric, narrow: max|w| maps to 127
     torch.testing.assert_close(qw.scale, expected_scale)
     oracle = torch.quantize_per_channel(
@@ -89,7 +89,7 @@ def test_int4_packs_two_codes_per_byte() -> None:
     layer = Int4WeightLinear.from_float(linear, group_size=32)
     assert layer.weight_packed.dtype == torch.uint8
     assert layer.weight_packed.numel() == 64 * 24 // 2
-    qw = quantize_weight(linear.weight, 4, group_size=32)
+    qw = quantize_linear_weight(linear.weight, 4, group_size=32)
     assert torch.equal(layer.weight_codes(), qw.q)
     assert qw.q.min() >= -7 and qw.q.max() <= 7
     # byte 0 holds codes (0, 0) in its low nibble and (0, 1) in its high nibble, two's complement
