@@ -178,10 +178,8 @@ def plot_quantization_levels(
     ax.vlines(levels[~reached].numpy(), bottom, top, color=UNUSED, lw=1, ls="--")
     ax.set_ylim(bottom, top)
     sqnr = sqnr_db(x, dequantize(q, scale, zero_point))
-    title = f"{label}: " if label else ""
-    ax.set_title(
-        f"{title}{int(reached.sum())}/{len(codes)} codes used, SQNR {sqnr:.1f} dB", fontsize=10
-    )
+    stats = f"{int(reached.sum())}/{len(codes)} codes used, SQNR {sqnr:.1f} dB"
+    ax.set_title(f"{label}\n{stats}" if label else stats, fontsize=10)
     ax.set_xlabel("x")
     ax.set_yticks([])
     ax.set_yticks([], minor=True)
@@ -193,19 +191,23 @@ def plot_sqnr_vs_bits(
     measured: Mapping[str, Sequence[float]],
     reference: Mapping[str, Sequence[float]] | None = None,
     *,
+    ylabel: str = "SQNR (dB)",
+    ax: Axes | None = None,
     figsize: tuple[float, float] = (6, 3.5),
 ) -> Figure:
     """SQNR (dB) against bits: ``measured`` curves as markers, ``reference`` as dashed lines.
 
     Each mapping goes from a legend label to one value per entry of ``bits``.
+    Plot a difference (e.g. SQNR minus 6.02 dB per bit) by passing it with its
+    ``ylabel``; pass ``ax`` to draw into an existing subplot.
     """
-    fig, ax = plt.subplots(figsize=figsize)
+    ax = _axes(ax, figsize)
     for (name, values), marker in zip(measured.items(), cycle("osd^v")):
         ax.plot(bits, values, marker=marker, ms=5, lw=1, label=name)
     for name, values in (reference or {}).items():
         ax.plot(bits, values, ls="--", lw=1, label=name)
-    ax.set(xlabel="bits", ylabel="SQNR (dB)", xticks=list(bits))
+    ax.set(xlabel="bits", ylabel=ylabel, xticks=list(bits))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    ax.figure.tight_layout()
+    return ax.figure
