@@ -171,14 +171,16 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
 
 
 class _SampleObserver(MinMaxObserver):
-    """Keeps the exact running min/max plus a random sample of the values seen.
+    """Keeps the exact running min/max plus a uniform random sample of the values seen.
 
-    At most ``max_samples`` values are kept in all (``max_samples // C`` per
-    channel). When a batch would overflow the sample, the old sample and the
-    new batch each give a random subset sized in proportion to how many values
-    they stand for, so the sample stays a uniform sample of everything seen.
-    The random generator is seeded with ``seed``: the same batches give the
-    same sample.
+    Every value seen draws a random ticket in ``[0, 1)``; the sample is the
+    ``max_samples // C`` values per channel with the lowest tickets (all of
+    them while there are fewer). That is a uniform random sample, without
+    replacement, of everything seen, however the batches came. With ``axis``,
+    a ticket belongs to a position, so all channels keep the same positions.
+    Batches are stored as they come and cut back to the sample whenever they
+    hold twice as many values, so memory stays bounded. Tickets come from a
+    generator seeded with ``seed``: the same batches give the same sample.
     """
 
     def __init__(
@@ -189,25 +191,34 @@ class _SampleObserver(MinMaxObserver):
             raise ValueError(f"max_samples must be in [1, {1 << 24}], got {max_samples}")
         self.max_samples = max_samples
         self._generator = torch.Generator().manual_seed(seed)
-        self.samples: torch.Tensor | None = None  # (C, n) float32
-        self._seen = 0  # values per channel seen so far
+        self._values: list[torch.Tensor] = []  # (C, n) float32 blocks
+        self._tickets: list[torch.Tensor] = []  # (n,) one ticket per position
 
     def _observe(self, rows: torch.Tensor) -> None:
         super()._observe(rows)  # the exact min and max
-        seen, self._seen = self._seen, self._seen + rows.shape[1]
-        kept = rows if self.samples is None else torch.cat([self.samples, rows], dim=1)
-        cap = max(1, self.max_samples // rows.shape[0])
-        if kept.shape[1] > cap:
-            n_old = 0 if self.samples is None else self.samples.shape[1]
-            keep_old = min(n_old, round(cap * seen / self._seen))
-            old = self._subset(n_old, keep_old)
-            new = n_old + self._subset(rows.shape[1], cap - keep_old)
-            kept = kept[:, torch.cat([old, new]).to(kept.device)]
-        self.samples = kept
+        self._values.append(rows)
+        self._tickets.append(torch.rand(rows.shape[1], generator=self._generator).to(rows.device))
+        if sum(len(t) for t in self._tickets) > 2 * self._cap():
+            self._shrink()
 
-    def _subset(self, n: int, k: int) -> torch.Tensor:
-        """``k`` distinct random indices in ``[0, n)``, from the seeded generator."""
-        return torch.randperm(n, generator=self._generator)[:k]
+    def _cap(self) -> int:
+        return max(1, self.max_samples // self.min_val.shape[0])
+
+    def _shrink(self) -> None:
+        """Merge the stored blocks and keep the values with the lowest tickets."""
+        values, tickets = torch.cat(self._values, dim=1), torch.cat(self._tickets)
+        if len(tickets) > self._cap():
+            keep = torch.topk(tickets, self._cap(), largest=False).indices
+            values, tickets = values[:, keep], tickets[keep]
+        self._values, self._tickets = [values], [tickets]
+
+    @property
+    def samples(self) -> torch.Tensor | None:
+        """The kept sample, float32 of shape ``(C, n)`` (``C = 1`` per tensor); None before data."""
+        if not self._values:
+            return None
+        self._shrink()
+        return self._values[0]
 
 
 class PercentileObserver(_SampleObserver):
@@ -232,8 +243,8 @@ class PercentileObserver(_SampleObserver):
         if self.symmetric:
             a = torch.quantile(self.samples.abs(), p, dim=1)
             return self._shaped(-a), self._shaped(a)
-        lo = torch.quantile(self.samples, 1.0 - p, dim=1)
-        hi = torch.quantile(self.samples, p, dim=1)
+        q = torch.tensor([1.0 - p, p], device=self.samples.device)
+        lo, hi = torch.quantile(self.samples, q, dim=1)  # one sort for both ends
         return self._shaped(lo), self._shaped(hi)
 
 

@@ -198,7 +198,7 @@ def test_kept_sample_is_bounded_deterministic_and_uniform() -> None:
     assert torch.equal(a.samples, b.samples)
     assert a.samples.unique().numel() == 4000  # drawn without replacement
     first = float((a.samples < 10_000).float().mean())
-    assert abs(first - 0.25) < 1e-3  # each batch kept in proportion to its size
+    assert abs(first - 0.25) < 0.03  # each batch kept in proportion to its size (sd 0.0065)
     assert not torch.equal(run(seed=1).samples, a.samples)  # another seed, another sample
     per_channel = PercentileObserver(max_samples=300, axis=0)
     per_channel(torch.randn(3, 500))
