@@ -222,7 +222,9 @@ def dequantize(
     g = Granularity.of(q.shape, axis, group_size)
     s = g.broadcastable(as_scale(scale, q.device), "scale")
     z = g.broadcastable(as_zero_point(zero_point, q.device), "zero_point")
-    return ((g.grouped(q).float() - z) * s).reshape(q.shape)
+    # (q - z) * s, computed in place on the one float32 copy of q: a temporary per
+    # step would double the peak memory and, on large tensors, the time.
+    return g.grouped(q).float().sub_(z).mul_(s).reshape(q.shape)
 
 
 def fake_quantize(
