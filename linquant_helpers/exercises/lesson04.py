@@ -1,0 +1,211 @@
+"""Checks for notebook 04: BatchNorm folding, per-channel scales, per-group quantization.
+
+Each check draws fresh weights from a seeded generator, with channels of very
+different ranges (so that per-tensor and per-channel answers differ), compares
+the learner's function with the package and names the typical mistakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..calibration import fake_quantize_weight
+from ..models import fold_conv_bn
+from .feedback import CheckResult, call, run_check
+from .lesson01 import SEED, first_difference, known_mistake, tensor_problem
+
+
+def _spread_weight(gen: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
+    """Random weights whose output channels have ranges spread over 100x."""
+    scales = torch.logspace(-1, 1, shape[0])[torch.randperm(shape[0], generator=gen)]
+    return torch.randn(shape, generator=gen) * scales.reshape(-1, *[1] * (len(shape) - 1))
+
+
+# ---------------------------------------------------------------- folding
+
+
+def check_fold_batchnorm(fold: Callable[..., tuple], seed: int = SEED) -> CheckResult:
+    """Check ``fold(weight, bias, gamma, beta, mean, var, eps) -> (weight', bias')``.
+
+    Compared with :func:`~linquant_helpers.models.fold_conv_bn` on a conv whose
+    number of output channels equals its number of input channels, so that
+    scaling the wrong dimension still runs and can be recognized.
+    """
+
+    def test() -> str | None:
+        gen = torch.Generator().manual_seed(seed + 40)
+        c = 6
+        conv = nn.Conv2d(c, c, 3, bias=True)
+        bn = nn.BatchNorm2d(c, eps=1e-3).eval()
+        with torch.no_grad():
+            conv.weight.copy_(torch.randn(c, c, 3, 3, generator=gen))
+            conv.bias.copy_(torch.randn(c, generator=gen))
+            bn.weight.copy_(torch.randn(c, generator=gen))
+            bn.bias.copy_(torch.randn(c, generator=gen))
+            bn.running_mean.copy_(torch.randn(c, generator=gen))
+            bn.running_var.copy_(torch.rand(c, generator=gen) * 4 + 0.01)
+        w, b = conv.weight.detach(), conv.bias.detach()
+        gamma, beta = bn.weight.detach(), bn.bias.detach()
+        mean, var, eps = bn.running_mean, bn.running_var, bn.eps
+        got = call(fold, w.clone(), b.clone(), gamma, beta, mean, var, eps)
+        if not isinstance(got, tuple) or len(got) != 2:
+            return "fold must return a pair (folded_weight, folded_bias)"
+        w_got, b_got = got
+        ref = fold_conv_bn(conv, bn)
+        w_ref, b_ref = ref.weight.detach(), ref.bias.detach()
+        for name, value, like in (("folded_weight", w_got, w_ref), ("folded_bias", b_got, b_ref)):
+            if problem := tensor_problem(value, like, name):
+                return problem
+        k = gamma / torch.sqrt(var + eps)
+        col = (1, -1, 1, 1)  # k along the *input* channels
+        weight_mistakes = {
+            "k must scale each *output* channel (dim 0): reshape it to (-1, 1, 1, 1)": w
+            * k.reshape(col),
+            "the square root is missing: k = gamma / sqrt(var + eps)": w
+            * (gamma / (var + eps)).reshape(-1, 1, 1, 1),
+            "eps is missing: k = gamma / sqrt(var + eps)": w
+            * (gamma / torch.sqrt(var)).reshape(-1, 1, 1, 1),
+            "the weight is divided by k; multiply: W' = W * k": w / k.reshape(-1, 1, 1, 1),
+        }
+        if first_difference(w_got, w_ref, atol=1e-5, rtol=1e-4) is not None:
+            message = known_mistake(w_got, weight_mistakes, atol=1e-5, rtol=1e-4)
+            return message or (
+                "folded_weight is wrong: W' = W * k with k = gamma / sqrt(var + eps), "
+                "one k per output channel"
+            )
+        bias_mistakes = {
+            "the mean is not subtracted: b' = (b - mean) * k + beta": b * k + beta,
+            "the bias is not scaled by k: b' = (b - mean) * k + beta": b - mean + beta,
+            "beta is missing: b' = (b - mean) * k + beta": (b - mean) * k,
+            "the conv's own bias is missing: b' = (b - mean) * k + beta": -mean * k + beta,
+        }
+        if first_difference(b_got, b_ref, atol=1e-5, rtol=1e-4) is not None:
+            message = known_mistake(b_got, bias_mistakes, atol=1e-5, rtol=1e-4)
+            return message or "folded_bias is wrong: b' = (b - mean) * k + beta"
+        return None
+
+    return run_check(
+        "fold_batchnorm",
+        test,
+        "W' = W * k and b' = (b - mean) * k + beta, with k = gamma / sqrt(var + eps) "
+        "per output channel.",
+    )
+
+
+# ---------------------------------------------------------------- per-channel scales
+
+
+def check_per_channel_scale(
+    per_channel_scale: Callable[[torch.Tensor, int], torch.Tensor], seed: int = SEED
+) -> CheckResult:
+    """Check ``per_channel_scale(w, bits) -> scale`` of shape ``(w.shape[0],)``.
+
+    Symmetric, narrow: ``scale[c] = max|w[c]| / (2^(bits-1) - 1)``, as
+    ``choose_qparams(w.flatten(1), bits, symmetric=True, narrow=True, axis=0)``.
+    Tried on a conv weight and a linear weight, at 8 and 4 bits.
+    """
+
+    def test() -> str | None:
+        gen = torch.Generator().manual_seed(seed + 41)
+        for shape in ((12, 12, 3, 3), (10, 24)):
+            w = _spread_weight(gen, shape)
+            for bits in (8, 4):
+                qmax = 2 ** (bits - 1) - 1
+                ref = w.flatten(1).abs().amax(dim=1) / qmax
+                got = call(per_channel_scale, w.clone(), bits)
+                if isinstance(got, torch.Tensor) and got.numel() == ref.numel():
+                    if got.shape != ref.shape:
+                        return (
+                            f"return one scale per output channel, shape {tuple(ref.shape)}; "
+                            f"got shape {tuple(got.shape)} (drop keepdim, or .flatten())"
+                        )
+                if problem := tensor_problem(got, ref, "per_channel_scale"):
+                    if isinstance(got, torch.Tensor) and got.numel() == 1:
+                        return (
+                            "you returned a single scale for the whole tensor (per-tensor); "
+                            "keep dim 0 and reduce all the others"
+                        )
+                    return problem
+                if first_difference(got, ref, rtol=1e-5) is None:
+                    continue
+                per_in = w.abs().amax(dim=[d for d in range(w.ndim) if d != 1])
+                mistakes = {
+                    "the scale is per *input* channel (dim 1); weights are quantized per "
+                    "output channel, dim 0": per_in / qmax,
+                    "you used max(w), not max(|w|): negative weights count too": w.flatten(1).amax(
+                        dim=1
+                    )
+                    / qmax,
+                    "the scale is the same for every channel: reduce each row w[c] separately, "
+                    "e.g. w.flatten(1).abs().amax(dim=1)": (w.abs().max() / qmax).expand(ref.shape),
+                    f"you divided by 2^(bits-1) = {qmax + 1}; narrow range divides by "
+                    f"2^(bits-1) - 1 = {qmax}": ref * qmax / (qmax + 1),
+                    f"you divided by {qmax + 0.5} (full range); this exercise uses narrow "
+                    f"range: divide by {qmax}": ref * qmax / (qmax + 0.5),
+                    f"you divided by 2^bits - 1 = {2**bits - 1}; a symmetric range "
+                    f"[-max, max] divides by {qmax}": ref * qmax / (2**bits - 1),
+                }
+                same_shape = {m: r for m, r in mistakes.items() if r.shape == got.shape}
+                return known_mistake(got, same_shape, rtol=1e-5) or (
+                    f"wrong scales at {bits} bits for a weight of shape {tuple(shape)}: "
+                    f"scale[c] = max|w[c]| / {qmax}"
+                )
+        return None
+
+    return run_check(
+        "per_channel_scale",
+        test,
+        "one line: w.flatten(1).abs().amax(dim=1) / (2 ** (bits - 1) - 1).",
+    )
+
+
+# ---------------------------------------------------------------- per-group
+
+
+def check_group_fake_quantize(
+    group_fake_quantize: Callable[[torch.Tensor, int, int], torch.Tensor], seed: int = SEED
+) -> CheckResult:
+    """Check ``group_fake_quantize(w, bits, group_size)`` for a 2-D weight.
+
+    Symmetric narrow absmax scale per ``group_size`` consecutive weights of a
+    row, compared with ``fake_quantize_weight(w, bits, group_size)``.
+    """
+
+    def test() -> str | None:
+        gen = torch.Generator().manual_seed(seed + 42)
+        for rows, cols, bits, g in ((8, 32, 4, 8), (6, 48, 3, 16)):
+            w = _spread_weight(gen, (rows, cols))
+            w[:, :g] *= 10  # the first group of every row is wider: groups matter
+            ref = fake_quantize_weight(w, bits, g)
+            got = call(group_fake_quantize, w.clone(), bits, g)
+            if problem := tensor_problem(got, w, "group_fake_quantize"):
+                return problem
+            if first_difference(got, ref, atol=1e-6, rtol=1e-5) is None:
+                continue
+            by_columns = fake_quantize_weight(w.t().contiguous(), bits, g).t()
+            mistakes = {
+                "one scale per row: that is per-channel; cut each row into groups of "
+                "group_size with w.reshape(rows, -1, group_size)": fake_quantize_weight(
+                    w, bits, "channel"
+                ),
+                "one scale for the whole tensor: that is per-tensor; cut each row into groups": (
+                    fake_quantize_weight(w, bits, "tensor")
+                ),
+                "your groups run down the columns; group consecutive weights of each row "
+                "(the last dimension)": by_columns,
+            }
+            return known_mistake(got, mistakes, atol=1e-6, rtol=1e-5) or (
+                f"wrong values for a ({rows}, {cols}) weight at {bits} bits, group_size={g}: "
+                "reshape to (rows, cols // g, g), scale = absmax over the last dim / "
+                "(2^(bits-1) - 1), round, clamp, multiply back, reshape"
+            )
+        return None
+
+    return run_check(
+        "group_fake_quantize",
+        test,
+        "reshape (rows, n_groups, group_size), one absmax scale per group, then reshape back.",
+    )

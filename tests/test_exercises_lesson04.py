@@ -1,0 +1,154 @@
+"""The checks of notebook 04 pass the reference solutions and reject typical mistakes."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from linquant_helpers.exercises import lesson04 as ex
+from linquant_helpers.exercises.feedback import FAIL, PASS, TODO
+
+
+def _solutions(name: str):
+    path = Path(__file__).resolve().parent.parent / "notebooks" / "solutions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"solutions_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sol = _solutions("lesson04")
+
+
+def _placeholder(*args): ...
+
+
+def _raises(*args):
+    raise RuntimeError("boom")
+
+
+CHECKS = [
+    (ex.check_fold_batchnorm, sol.fold_batchnorm),
+    (ex.check_per_channel_scale, sol.per_channel_scale),
+    (ex.check_group_fake_quantize, sol.group_fake_quantize),
+]
+
+
+@pytest.mark.parametrize("check, solution", CHECKS)
+def test_reference_solution_passes(check, solution, capsys) -> None:
+    result = check(solution)
+    assert result.status == PASS, result.message
+    assert capsys.readouterr().out.startswith("[PASS] ")
+
+
+@pytest.mark.parametrize("check, solution", CHECKS)
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_reference_solution_passes_other_seeds(check, solution, seed) -> None:
+    assert check(solution, seed=seed).status == PASS
+
+
+@pytest.mark.parametrize("check, solution", CHECKS)
+def test_placeholder_is_todo_and_errors_are_reported(check, solution, capsys) -> None:
+    assert check(_placeholder).status == TODO
+    result = check(_raises)
+    assert result.status == FAIL and "RuntimeError: boom" in result.message
+    out = capsys.readouterr().out.splitlines()
+    assert [line[:7] for line in out] == ["[TODO] ", "[FAIL] "]
+
+
+def _k(gamma, var, eps):
+    return gamma / torch.sqrt(var + eps)
+
+
+FOLD_MISTAKES = [
+    (
+        lambda w, b, g, be, m, v, e: (
+            w * _k(g, v, e).reshape(1, -1, 1, 1),
+            (b - m) * _k(g, v, e) + be,
+        ),
+        "*output* channel",
+    ),
+    (
+        lambda w, b, g, be, m, v, e: (
+            w * (g / (v + e)).reshape(-1, 1, 1, 1),
+            (b - m) * g / (v + e) + be,
+        ),
+        "square root",
+    ),
+    (
+        lambda w, b, g, be, m, v, e: (
+            w * (g / v.sqrt()).reshape(-1, 1, 1, 1),
+            (b - m) * g / v.sqrt() + be,
+        ),
+        "eps is missing",
+    ),
+    (
+        lambda w, b, g, be, m, v, e: (w * _k(g, v, e).reshape(-1, 1, 1, 1), b * _k(g, v, e) + be),
+        "mean is not subtracted",
+    ),
+    (
+        lambda w, b, g, be, m, v, e: (w * _k(g, v, e).reshape(-1, 1, 1, 1), b - m + be),
+        "not scaled by k",
+    ),
+    (
+        lambda w, b, g, be, m, v, e: (w * _k(g, v, e).reshape(-1, 1, 1, 1), (b - m) * _k(g, v, e)),
+        "beta is missing",
+    ),
+    (lambda w, b, g, be, m, v, e: w * _k(g, v, e).reshape(-1, 1, 1, 1), "pair"),
+]
+
+
+@pytest.mark.parametrize("wrong, hint", FOLD_MISTAKES)
+def test_fold_mistakes_are_named(wrong, hint) -> None:
+    result = ex.check_fold_batchnorm(wrong)
+    assert result.status == FAIL and hint in result.message, result.message
+
+
+def _qmax(bits):
+    return 2 ** (bits - 1) - 1
+
+
+SCALE_MISTAKES = [
+    (lambda w, b: w.abs().max() / _qmax(b), "single scale"),
+    (lambda w, b: (w.abs().max() / _qmax(b)).expand(w.shape[0]), "same for every channel"),
+    (lambda w, b: w.flatten(1).amax(dim=1) / _qmax(b), "max(|w|)"),
+    (lambda w, b: w.flatten(1).abs().amax(dim=1) / 2 ** (b - 1), "narrow range"),
+    (lambda w, b: w.flatten(1).abs().amax(dim=1) / (_qmax(b) + 0.5), "full range"),
+    (lambda w, b: w.flatten(1).abs().amax(dim=1) / (2**b - 1), "2^bits - 1"),
+    (lambda w, b: w.flatten(1).abs().amax(dim=1, keepdim=True) / _qmax(b), "shape"),
+    (
+        lambda w, b: w.abs().amax(dim=[d for d in range(w.ndim) if d != 1]) / _qmax(b),
+        "input",
+    ),
+]
+
+
+@pytest.mark.parametrize("wrong, hint", SCALE_MISTAKES)
+def test_scale_mistakes_are_named(wrong, hint) -> None:
+    result = ex.check_per_channel_scale(wrong)
+    assert result.status == FAIL and hint in result.message, result.message
+
+
+def _group(w, bits, g, rounding=torch.round):
+    q = _qmax(bits)
+    groups = w.reshape(w.shape[0], -1, g)
+    s = groups.abs().amax(dim=-1, keepdim=True) / q
+    return (rounding(groups / s).clamp(-q, q) * s).reshape(w.shape)
+
+
+GROUP_MISTAKES = [
+    (lambda w, b, g: _group(w, b, w.shape[1]), "per-channel"),
+    (lambda w, b, g: _group(w.reshape(1, -1), b, w.numel()).reshape(w.shape), "per-tensor"),
+    (lambda w, b, g: _group(w.t().contiguous(), b, g).t(), "columns"),
+    (lambda w, b, g: _group(w, b, g, torch.floor), "wrong values"),
+    (lambda w, b, g: _group(w, b, g)[:, : w.shape[1] // 2], "shape"),
+]
+
+
+@pytest.mark.parametrize("wrong, hint", GROUP_MISTAKES)
+def test_group_mistakes_are_named(wrong, hint) -> None:
+    result = ex.check_group_fake_quantize(wrong)
+    assert result.status == FAIL and hint in result.message, result.message
