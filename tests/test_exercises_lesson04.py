@@ -32,7 +32,7 @@ def _raises(*args):
 
 CHECKS = [
     (ex.check_fold_batchnorm, sol.fold_batchnorm),
-    (ex.check_per_channel_scale, sol.per_channel_scale),
+    (ex.check_per_channel_qparams, sol.per_channel_qparams),
     (ex.check_group_fake_quantize, sol.group_fake_quantize),
 ]
 
@@ -107,33 +107,37 @@ def test_fold_mistakes_are_named(wrong, hint) -> None:
     assert result.status == FAIL and hint in result.message, result.message
 
 
-def _qmax(bits):
-    return 2 ** (bits - 1) - 1
+def _qp(w, bits, include_zero=True, steps=None, dims=None):
+    rows = w.flatten(1)
+    lo, hi = rows.amin(dim=1), rows.amax(dim=1)
+    if dims is not None:
+        lo, hi = w.amin(dim=dims), w.amax(dim=dims)
+    if include_zero:
+        lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+    scale = (hi - lo) / (steps or 2**bits - 1)
+    return scale, -torch.round(lo / scale)
 
 
-SCALE_MISTAKES = [
-    (lambda w, b: w.abs().max() / _qmax(b), "single scale"),
-    (lambda w, b: (w.abs().max() / _qmax(b)).expand(w.shape[0]), "same for every channel"),
-    (lambda w, b: w.flatten(1).amax(dim=1) / _qmax(b), "max(|w|)"),
-    (lambda w, b: w.flatten(1).abs().amax(dim=1) / 2 ** (b - 1), "narrow range"),
-    (lambda w, b: w.flatten(1).abs().amax(dim=1) / (_qmax(b) + 0.5), "full range"),
-    (lambda w, b: w.flatten(1).abs().amax(dim=1) / (2**b - 1), "2^bits - 1"),
-    (lambda w, b: w.flatten(1).abs().amax(dim=1, keepdim=True) / _qmax(b), "shape"),
-    (
-        lambda w, b: w.abs().amax(dim=[d for d in range(w.ndim) if d != 1]) / _qmax(b),
-        "input",
-    ),
+QPARAM_MISTAKES = [
+    (lambda w, b: tuple(t.max() for t in _qp(w.reshape(1, -1), b)), "per-tensor"),
+    (lambda w, b: _qp(w, b, include_zero=False), "include 0"),
+    (lambda w, b: _qp(w, b, steps=2**b), "2^bits ="),
+    (lambda w, b: _qp(w, b, dims=[d for d in range(w.ndim) if d != 1]), "*input* channel"),
+    (lambda w, b: (_qp(w, b)[0], -_qp(w, b)[1]), "wrong sign"),
+    (lambda w, b: (_qp(w, b)[0], -_qp(w, b)[1] + 0.3), "integers"),
+    (lambda w, b: _qp(w, b)[0], "pair"),
+    (lambda w, b: tuple(t.unsqueeze(1) for t in _qp(w, b)), "shape"),
 ]
 
 
-@pytest.mark.parametrize("wrong, hint", SCALE_MISTAKES)
-def test_scale_mistakes_are_named(wrong, hint) -> None:
-    result = ex.check_per_channel_scale(wrong)
+@pytest.mark.parametrize("wrong, hint", QPARAM_MISTAKES)
+def test_qparams_mistakes_are_named(wrong, hint) -> None:
+    result = ex.check_per_channel_qparams(wrong)
     assert result.status == FAIL and hint in result.message, result.message
 
 
 def _group(w, bits, g, rounding=torch.round):
-    q = _qmax(bits)
+    q = 2 ** (bits - 1) - 1
     groups = w.reshape(w.shape[0], -1, g)
     s = groups.abs().amax(dim=-1, keepdim=True) / q
     return (rounding(groups / s).clamp(-q, q) * s).reshape(w.shape)

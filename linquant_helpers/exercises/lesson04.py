@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..affine import choose_qparams
 from ..calibration import fake_quantize_weight
 from ..models import fold_conv_bn
 from .feedback import CheckResult, call, run_check
@@ -95,70 +96,84 @@ def check_fold_batchnorm(fold: Callable[..., tuple], seed: int = SEED) -> CheckR
     )
 
 
-# ---------------------------------------------------------------- per-channel scales
+# ---------------------------------------------------------------- per-channel qparams
 
 
-def check_per_channel_scale(
-    per_channel_scale: Callable[[torch.Tensor, int], torch.Tensor], seed: int = SEED
+def _asymmetric(lo: torch.Tensor, hi: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unsigned asymmetric qparams of ranges ``[lo, hi]`` (which include 0), float math."""
+    scale = (hi - lo) / (2**bits - 1)
+    return scale, -torch.round(lo / scale)
+
+
+def check_per_channel_qparams(
+    per_channel_qparams: Callable[[torch.Tensor, int], tuple], seed: int = SEED
 ) -> CheckResult:
-    """Check ``per_channel_scale(w, bits) -> scale`` of shape ``(w.shape[0],)``.
+    """Check ``per_channel_qparams(w, bits) -> (scale, zero_point)``, each of shape ``(out,)``.
 
-    Symmetric, narrow: ``scale[c] = max|w[c]| / (2^(bits-1) - 1)``, as
-    ``choose_qparams(w.flatten(1), bits, symmetric=True, narrow=True, axis=0)``.
-    Tried on a conv weight and a linear weight, at 8 and 4 bits.
+    Asymmetric, unsigned codes ``0 .. 2^bits - 1``, one pair per output channel
+    (dim 0) of a weight of any rank, the range widened to include 0: compared with
+    ``choose_qparams(w, bits, signed=False, axis=0)``. Some channels are all
+    positive, so forgetting to include 0 shows.
     """
 
     def test() -> str | None:
         gen = torch.Generator().manual_seed(seed + 41)
-        for shape in ((12, 12, 3, 3), (10, 24)):
+        for shape, bits in (((12, 12, 3, 3), 8), ((10, 24), 4)):
             w = _spread_weight(gen, shape)
-            for bits in (8, 4):
-                qmax = 2 ** (bits - 1) - 1
-                ref = w.flatten(1).abs().amax(dim=1) / qmax
-                got = call(per_channel_scale, w.clone(), bits)
-                if isinstance(got, torch.Tensor) and got.numel() == ref.numel():
-                    if got.shape != ref.shape:
-                        return (
-                            f"return one scale per output channel, shape {tuple(ref.shape)}; "
-                            f"got shape {tuple(got.shape)} (drop keepdim, or .flatten())"
-                        )
-                if problem := tensor_problem(got, ref, "per_channel_scale"):
-                    if isinstance(got, torch.Tensor) and got.numel() == 1:
-                        return (
-                            "you returned a single scale for the whole tensor (per-tensor); "
-                            "keep dim 0 and reduce all the others"
-                        )
-                    return problem
-                if first_difference(got, ref, rtol=1e-5) is None:
-                    continue
-                per_in = w.abs().amax(dim=[d for d in range(w.ndim) if d != 1])
-                mistakes = {
-                    "the scale is per *input* channel (dim 1); weights are quantized per "
-                    "output channel, dim 0": per_in / qmax,
-                    "you used max(w), not max(|w|): negative weights count too": w.flatten(1).amax(
-                        dim=1
+            w[::3] = w[::3].abs() + 0.5  # every third channel is all positive
+            ref_scale, ref_zp = choose_qparams(w, bits, signed=False, axis=0)
+            got = call(per_channel_qparams, w.clone(), bits)
+            if not isinstance(got, tuple) or len(got) != 2:
+                return "per_channel_qparams must return a pair (scale, zero_point)"
+            scale, zero_point = got
+            for name, value in (("scale", scale), ("zero_point", zero_point)):
+                if isinstance(value, torch.Tensor) and value.numel() == 1:
+                    return (
+                        f"{name} is a single number for the whole tensor (per-tensor); "
+                        "reduce every dimension except dim 0"
                     )
-                    / qmax,
-                    "the scale is the same for every channel: reduce each row w[c] separately, "
-                    "e.g. w.flatten(1).abs().amax(dim=1)": (w.abs().max() / qmax).expand(ref.shape),
-                    f"you divided by 2^(bits-1) = {qmax + 1}; narrow range divides by "
-                    f"2^(bits-1) - 1 = {qmax}": ref * qmax / (qmax + 1),
-                    f"you divided by {qmax + 0.5} (full range); this exercise uses narrow "
-                    f"range: divide by {qmax}": ref * qmax / (qmax + 0.5),
-                    f"you divided by 2^bits - 1 = {2**bits - 1}; a symmetric range "
-                    f"[-max, max] divides by {qmax}": ref * qmax / (2**bits - 1),
+                if problem := tensor_problem(value, ref_scale, name):
+                    return problem + " (one value per output channel: reduce all dims but 0)"
+            flat = w.flatten(1)
+            lo, hi = flat.amin(dim=1).clamp(max=0), flat.amax(dim=1).clamp(min=0)
+            if first_difference(scale, ref_scale, rtol=1e-5) is not None:
+                dims = [d for d in range(w.ndim) if d != 1]
+                per_in = _asymmetric(
+                    w.amin(dim=dims).clamp(max=0), w.amax(dim=dims).clamp(min=0), bits
+                )[0]
+                mistakes = {
+                    "the range must include 0: use min(w_min, 0) and max(w_max, 0), so that "
+                    "0.0 is exactly representable": (flat.amax(dim=1) - flat.amin(dim=1))
+                    / (2**bits - 1),
+                    f"you divided by 2^bits = {2**bits}; there are 2^bits - 1 = {2**bits - 1} "
+                    "steps between the first and the last code": (hi - lo) / 2**bits,
+                    "the scale is per *input* channel (dim 1); weights are quantized per "
+                    "output channel, dim 0": per_in,
                 }
-                same_shape = {m: r for m, r in mistakes.items() if r.shape == got.shape}
-                return known_mistake(got, same_shape, rtol=1e-5) or (
+                same_shape = {m: r for m, r in mistakes.items() if r.shape == scale.shape}
+                return known_mistake(scale, same_shape, rtol=1e-5) or (
                     f"wrong scales at {bits} bits for a weight of shape {tuple(shape)}: "
-                    f"scale[c] = max|w[c]| / {qmax}"
+                    "scale = (max(w_max, 0) - min(w_min, 0)) / (2^bits - 1) per output channel"
                 )
+            # accept the zero point that the learner's own scale implies (ties at .5 aside)
+            if first_difference(zero_point, ref_zp) is None:
+                continue
+            if not bool((zero_point == torch.round(zero_point)).all()):
+                return "zero_point must hold integers: round it, z = -round(min(w_min, 0) / scale)"
+            mistakes = {
+                "the zero point has the wrong sign: z = -round(min(w_min, 0) / scale), "
+                "a code >= 0 with unsigned codes": torch.round(lo / ref_scale),
+            }
+            return known_mistake(zero_point, mistakes) or (
+                f"wrong zero points at {bits} bits: z = -round(min(w_min, 0) / scale), "
+                f"an integer in [0, {2**bits - 1}]"
+            )
         return None
 
     return run_check(
-        "per_channel_scale",
+        "per_channel_qparams",
         test,
-        "one line: w.flatten(1).abs().amax(dim=1) / (2 ** (bits - 1) - 1).",
+        "flatten to (out, -1), reduce along dim 1: the asymmetric formulas, once per channel.",
     )
 
 

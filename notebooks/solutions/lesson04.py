@@ -9,9 +9,13 @@ def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps):
     return weight * k.reshape(-1, 1, 1, 1), (bias - mean) * k + beta
 
 
-def per_channel_scale(w, bits):
-    # Flatten everything but the output channel, then one absmax per row.
-    return w.flatten(1).abs().amax(dim=1) / (2 ** (bits - 1) - 1)
+def per_channel_qparams(w, bits):
+    rows = w.flatten(1)  # (out, everything else)
+    lo = rows.amin(dim=1).clamp(max=0)  # the range must include 0
+    hi = rows.amax(dim=1).clamp(min=0)
+    scale = (hi - lo) / (2**bits - 1)
+    zero_point = -torch.round(lo / scale)
+    return scale, zero_point
 
 
 def group_fake_quantize(w, bits, group_size):
