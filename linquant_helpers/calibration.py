@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .affine import choose_qparams, fake_quantize
+from .models import single_threaded
 from .observers import MinMaxObserver, Observer
 
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
@@ -153,8 +154,9 @@ def calibrate(
     ``observer(bits, symmetric=..., signed=...)`` makes one observer per layer
     (pass ``functools.partial(PercentileObserver, percentile=99.9)`` to set
     more). A forward *pre*-hook hands each layer's input to its observer
-    before the layer runs. The model runs in eval mode without gradients; the
-    hooks are removed and its mode restored afterwards, even on error.
+    before the layer runs. The model runs in eval mode without gradients, on
+    one thread (:func:`~linquant_helpers.models.single_threaded`); the hooks
+    are removed and its mode restored afterwards, even on error.
     Defaults are unsigned asymmetric codes (``0..255``), which suit the
     non-negative outputs of ReLU. Returns ``{layer name: observer}``.
     Raises ``ValueError`` if ``batches`` is empty.
@@ -170,7 +172,7 @@ def calibrate(
     was_training, n_batches = model.training, 0
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), single_threaded():
             for x in batches:
                 model(x)
                 n_batches += 1

@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +24,24 @@ from tqdm import tqdm
 
 EPOCHS = 20
 """Training epochs of :func:`trained_digits_model`: about 98 % test accuracy in a few seconds."""
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run PyTorch's CPU ops on one thread inside the block, then restore the setting.
+
+    The digits model is so small that splitting its ops over threads costs more
+    than it saves (several times more on a busy machine), and the float sums,
+    hence the trained weights, would depend on the number of cores. On one
+    thread every machine trains the same model. Also a decorator:
+    ``@single_threaded()``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)
@@ -139,6 +159,7 @@ class DigitsCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
+@single_threaded()
 def train(
     model: nn.Module,
     data: DigitsData,
@@ -154,7 +175,8 @@ def train(
     Seeded: the batch order of epoch ``e`` comes from ``seed + e``, and
     ``torch.manual_seed(seed)`` fixes everything else. The learning rate
     decays along a cosine to 0. Shows a tqdm bar, one step per epoch
-    (``progress=False`` hides it). Leaves the model in eval mode.
+    (``progress=False`` hides it). Runs :func:`single_threaded`. Leaves the
+    model in eval mode.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs}")
@@ -183,11 +205,12 @@ def train(
 
 
 @torch.no_grad()
+@single_threaded()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Fraction of ``x`` whose predicted class (argmax of the logits) equals ``y``.
 
-    Runs in eval mode (BatchNorm uses its running statistics) and restores
-    the model's previous mode afterwards.
+    Runs in eval mode (BatchNorm uses its running statistics), on one thread
+    (:func:`single_threaded`), and restores the model's previous mode afterwards.
     """
     if len(x) != len(y) or len(y) == 0:
         raise ValueError(f"x and y must be non-empty and equally long, got {len(x)} and {len(y)}")

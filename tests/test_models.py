@@ -156,3 +156,19 @@ def test_trained_digits_model_is_folded_and_accurate() -> None:
     assert not model.training
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert evaluate(model, data) >= 0.95
+
+
+def test_training_does_not_depend_on_the_thread_setting(data) -> None:
+    threads = torch.get_num_threads()
+    weights = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            torch.manual_seed(0)
+            model = DigitsCNN()
+            train(model, data, epochs=1, seed=0, progress=False)
+            assert torch.get_num_threads() == n  # restored
+            weights.append(model.state_dict())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
