@@ -174,19 +174,22 @@ def quantize(
     ties this matters: ``x = 0.25, scale = 0.5, zero_point = 1`` gives
     ``round(1.5) = 2``, while rounding first would give ``round(0.5) + 1 = 1``
     (which is what ``torch.fake_quantize_per_tensor_affine`` does).
-    ``torch.quantize_per_channel`` rounds ``x * (1 / scale)`` before adding a
-    nonzero zero point, so at near-ties (about one element in a million) it
-    can differ from this function by one code.
+    ``torch.quantize_per_channel`` instead rounds the product ``x * (1 / scale)``
+    to float32 before adding the zero point (two roundings, not one), so with
+    a nonzero zero point it can differ from this function by one code at
+    near-ties (about one element in a million); with zero point 0 it is identical.
 
     ``x`` is any floating-point tensor (bf16/fp16 are computed in float32);
     the codes come back on its device, in :func:`code_dtype` (int8 or uint8 up
     to 8 bits). ``scale`` and ``zero_point`` have the shape that
     ``choose_qparams`` returns for the same ``axis``/``group_size``; a single
-    zero point may be shared by all channels or groups.
+    zero point may be shared by all channels or groups. Values beyond the
+    range, infinities included, clamp to ``qmin``/``qmax``.
 
-    Raises ``TypeError`` for an integer ``x``; ``ValueError`` for a scale that
-    is not positive and finite, a zero point that is not an integer in
-    ``[qmin, qmax]``, or qparams whose shape does not fit the granularity.
+    Raises ``TypeError`` for an integer ``x``; ``ValueError`` for NaN in ``x``
+    (it has no code), a scale that is not positive and finite, a zero point
+    that is not an integer in ``[qmin, qmax]``, or qparams whose shape does
+    not fit the granularity.
     """
     x = check_float_tensor(x)
     qmin, qmax = qrange(bits, signed=signed, narrow=narrow)
@@ -199,6 +202,8 @@ def quantize(
     for rows in _row_blocks(xg):
         # zero_point + x * inv_scale, as one fused multiply-add (a single rounding).
         code = torch.addcmul(_take(zp, rows), xg[rows].float(), _take(inv_scale, rows))
+        if bool(code.isnan().any()):  # a NaN would silently become some integer
+            raise ValueError("x contains NaN, which has no integer code; clean the input first")
         q[rows] = code.round_().clamp_(qmin, qmax)
     return q.reshape(x.shape)
 

@@ -352,3 +352,15 @@ def test_empty_tensors_quantize_to_empty_codes():
         assert q.shape == shape and q.dtype == torch.int8
         assert dequantize(q, 0.1, 2).shape == shape
         assert pack(q, 4).numel() == 0
+
+
+@pytest.mark.parametrize("axis", [None, 0])
+def test_quantize_rejects_nan_instead_of_inventing_a_code(axis: int | None) -> None:
+    x = torch.tensor([[0.5, NAN], [1.0, -1.0]])
+    with pytest.raises(ValueError, match="NaN"):
+        quantize(x, 0.1 if axis is None else torch.tensor([0.1, 0.1]), axis=axis)
+
+
+def test_quantize_clamps_infinities() -> None:
+    q = quantize(torch.tensor([INF, -INF]), 0.1)
+    assert q.tolist() == [127, -128]
