@@ -1,12 +1,12 @@
 """Quantized replacements for ``nn.Linear``, and :func:`quantize_model` to swap them in.
 
-=====================  ===========================  =====================================
-layer                  weights                      activations / compute
-=====================  ===========================  =====================================
-:class:`W8A16Linear`   int8, per output channel     float; weights dequantized every call
-:class:`W8A8Linear`    int8, per output channel     int8 (static, calibrated); integer-only
-:class:`Int4WeightLinear` int4 per group, packed    float; weights unpacked every call
-=====================  ===========================  =====================================
+=========================  ========================  ======================================
+layer                      weights                   activations, compute
+=========================  ========================  ======================================
+:class:`W8A16Linear`       int8, per output channel  float; weights dequantized every call
+:class:`W8A8Linear`        int8, per output channel  int8, static (calibrated); integer-only
+:class:`Int4WeightLinear`  int4, per group, packed   float; weights unpacked every call
+=========================  ========================  ======================================
 
 Weights are quantized symmetrically with narrow codes (``[-127, 127]`` at 8 bits,
 ``[-7, 7]`` at 4): zero point 0, so ``w = s * q`` and the integer matmul needs no
@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from .affine import dequantize, quantize
 from .integer_ops import (
@@ -344,30 +345,46 @@ def check_skip(model: nn.Module, skip: Iterable[str]) -> tuple[str, ...]:
     return skip
 
 
-def _is_skipped(name: str, skip: tuple[str, ...]) -> bool:
-    """``name`` is in ``skip`` or inside a module named in ``skip``."""
-    return any(name == s or name.startswith(s + ".") for s in skip)
+def find_modules(
+    model: nn.Module, types: tuple[type[nn.Module], ...], skip: tuple[str, ...] = ()
+) -> list[str]:
+    """Names of ``model``'s submodules of one of ``types``, outside the modules named in ``skip``.
+
+    A name is skipped if it is in ``skip`` or lies inside a module named there
+    (``"classifier"`` skips ``"classifier.4"``).
+    """
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, types)
+        and not any(name == s or name.startswith(s + ".") for s in skip)
+    ]
 
 
 def replace_modules(
-    model: nn.Module,
-    types: tuple[type[nn.Module], ...],
-    convert: Callable[[str, nn.Module], nn.Module],
-    skip: tuple[str, ...],
+    model: nn.Module, names: Iterable[str], convert: Callable[[str, nn.Module], nn.Module]
 ) -> nn.Module:
-    """Replace, in place, every submodule of one of ``types`` by ``convert(name, module)``.
+    """Replace, in place, each submodule named in ``names`` by ``convert(name, module)``.
 
-    Modules named in ``skip`` and everything inside them are left alone.
-    Returns ``model`` (or the converted module, if ``model`` itself matches).
+    Returns ``model``, or the converted module when ``names`` holds ``""`` (the model itself).
     """
-    for name, module in list(model.named_modules()):
-        if not isinstance(module, types) or _is_skipped(name, skip):
-            continue
+    for name in names:
         if name == "":
-            return convert(name, module)
+            return convert(name, model)
         parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent), child, convert(name, module))
+        setattr(model.get_submodule(parent), child, convert(name, model.get_submodule(name)))
     return model
+
+
+def swappable_linears(model: nn.Module, skip: tuple[str, ...] = ()) -> list[str]:
+    """The ``nn.Linear`` layers :func:`quantize_model` replaces: all outside ``skip``, except
+    the output projection of ``nn.MultiheadAttention``, which reads that layer's
+    ``weight`` directly instead of calling it (PyTorch marks it with its own subclass)."""
+    return [
+        name
+        for name in find_modules(model, (nn.Linear,), skip)
+        if not isinstance(model.get_submodule(name), NonDynamicallyQuantizableLinear)
+    ]
 
 
 @torch.no_grad()
@@ -426,8 +443,9 @@ def quantize_model(
     the float copy runs them once while ``observer()`` instances (default:
     :func:`int8_activation_observer`) watch each layer's input and output.
     Modules named in ``skip`` (names as in ``model.named_modules()``, e.g.
-    ``"classifier.4"``), and every layer inside them, stay in float.
-    The original model is not modified.
+    ``"classifier.4"``), and every layer inside them, stay in float, and so
+    does the output projection of an ``nn.MultiheadAttention`` (see
+    :func:`swappable_linears`). The original model is not modified.
 
     Raises ``ValueError`` for an unknown ``method`` or ``skip`` name, a missing
     ``calibration`` for W8A8, and a ``group_size`` that does not divide a
@@ -437,10 +455,9 @@ def quantize_model(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     skip = check_skip(model, skip)
     quantized = copy.deepcopy(model)
+    names = swappable_linears(quantized, skip)
     if method == "w8a16":
-        return replace_modules(
-            quantized, (nn.Linear,), lambda n, m: W8A16Linear.from_float(m), skip
-        )
+        return replace_modules(quantized, names, lambda name, m: W8A16Linear.from_float(m))
     if method == "int4":
 
         def to_int4(name: str, linear: nn.Module) -> Int4WeightLinear:
@@ -451,19 +468,13 @@ def quantize_model(
                     f"layer {name!r}: {err}; skip it or pick another group_size"
                 ) from err
 
-        return replace_modules(quantized, (nn.Linear,), to_int4, skip)
+        return replace_modules(quantized, names, to_int4)
     if calibration is None:
         raise ValueError("method='w8a8' needs calibration: a few batches of typical inputs")
-    names = [
-        n
-        for n, m in quantized.named_modules()
-        if isinstance(m, nn.Linear) and not _is_skipped(n, skip)
-    ]
-    observers = calibrate_linears(
-        quantized, names, calibration, observer or int8_activation_observer
-    )
+    observer = observer or int8_activation_observer
+    observers = calibrate_linears(quantized, names, calibration, observer)
     return replace_modules(
-        quantized, (nn.Linear,), lambda n, m: W8A8Linear.from_float(m, *observers[n]), skip
+        quantized, names, lambda name, m: W8A8Linear.from_float(m, *observers[name])
     )
 
 

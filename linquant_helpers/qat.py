@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .calibration import fake_quantize_weight
-from .layers import check_skip, replace_modules
+from .layers import check_skip, find_modules, replace_modules
 
 QAT_TYPES = (nn.Linear, nn.Conv2d)
 
@@ -90,7 +90,8 @@ def prepare_qat(
     def wrap(name: str, module: nn.Module) -> QATWrapper:
         return QATWrapper(module, bits, granularity)
 
-    return replace_modules(copy.deepcopy(model), QAT_TYPES, wrap, skip)
+    qat = copy.deepcopy(model)
+    return replace_modules(qat, find_modules(qat, QAT_TYPES, skip), wrap)
 
 
 def strip_qat(model: nn.Module) -> nn.Module:
@@ -103,4 +104,5 @@ def strip_qat(model: nn.Module) -> nn.Module:
     def unwrap(name: str, wrapper: nn.Module) -> nn.Module:
         return wrapper.module
 
-    return replace_modules(copy.deepcopy(model), (QATWrapper,), unwrap, ())
+    plain = copy.deepcopy(model)
+    return replace_modules(plain, find_modules(plain, (QATWrapper,)), unwrap)

@@ -390,3 +390,16 @@ def test_quantize_model_errors() -> None:
 
 def test_quantize_model_of_a_bare_linear() -> None:
     assert isinstance(quantize_model(make_linear()), W8A16Linear)
+
+
+def test_quantize_model_leaves_multihead_attention_projection_in_float() -> None:
+    """nn.MultiheadAttention reads out_proj.weight directly: that layer cannot be swapped."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.MultiheadAttention(16, 2, batch_first=True))
+    quantized = quantize_model(model, "w8a16")
+    assert isinstance(quantized[0], W8A16Linear)
+    assert type(quantized[1].out_proj) is type(model[1].out_proj)
+    x = inputs(2, 5, 16)
+    with torch.no_grad():
+        h = quantized[0](x)
+        torch.testing.assert_close(quantized[1](h, h, h)[0], model[1](h, h, h)[0])
