@@ -31,7 +31,7 @@ def _raises(*args):
 
 
 CHECKS = [
-    (ex.check_fold_batchnorm, sol.fold_batchnorm),
+    (ex.check_fold_bn_into_conv, sol.fold_bn_into_conv),
     (ex.check_per_channel_qparams, sol.per_channel_qparams),
     (ex.check_group_fake_quantize, sol.group_fake_quantize),
 ]
@@ -103,7 +103,7 @@ FOLD_MISTAKES = [
 
 @pytest.mark.parametrize("wrong, hint", FOLD_MISTAKES)
 def test_fold_mistakes_are_named(wrong, hint) -> None:
-    result = ex.check_fold_batchnorm(wrong)
+    result = ex.check_fold_bn_into_conv(wrong)
     assert result.status == FAIL and hint in result.message, result.message
 
 

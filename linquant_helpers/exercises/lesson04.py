@@ -28,7 +28,7 @@ def _spread_weight(gen: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor
 # ---------------------------------------------------------------- folding
 
 
-def check_fold_batchnorm(fold: Callable[..., tuple], seed: int = SEED) -> CheckResult:
+def check_fold_bn_into_conv(fold: Callable[..., tuple], seed: int = SEED) -> CheckResult:
     """Check ``fold(weight, bias, gamma, beta, mean, var, eps) -> (weight', bias')``.
 
     Compared with :func:`~linquant_helpers.models.fold_conv_bn` on a conv whose
@@ -89,7 +89,7 @@ def check_fold_batchnorm(fold: Callable[..., tuple], seed: int = SEED) -> CheckR
         return None
 
     return run_check(
-        "fold_batchnorm",
+        "fold_bn_into_conv",
         test,
         "W' = W * k and b' = (b - mean) * k + beta, with k = gamma / sqrt(var + eps) "
         "per output channel.",

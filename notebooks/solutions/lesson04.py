@@ -3,7 +3,7 @@
 import torch
 
 
-def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps):
+def fold_bn_into_conv(weight, bias, gamma, beta, mean, var, eps):
     # One factor per output channel, broadcast over (out, in, kh, kw).
     k = gamma / torch.sqrt(var + eps)
     return weight * k.reshape(-1, 1, 1, 1), (bias - mean) * k + beta
