@@ -346,7 +346,13 @@ class EntropyObserver(_SampleObserver):
     ``pytorch-quantization``: after a ReLU about half the values are exactly 0,
     and that spike would otherwise dominate both distributions. Clip too little and
     the levels are coarse (``Q`` blurs ``P``); clip too much and the clipped
-    mass piles up in the last bin of ``P``. All thresholds are evaluated at
+    mass piles up in the last bin of ``P``. A known blind spot: ``P`` is the
+    *clipped* distribution, so clipping costs only through that last bin. On
+    data with few distinct values (8-bit pixels), a threshold just past the
+    first non-zero value turns ``P`` into a single spike that ``Q`` matches
+    exactly: KL = 0, the best score, for a range that erases the data. With
+    ``L`` levels the search starts at bin ``L``, so this bites at low bit widths.
+    All thresholds are evaluated at
     once as rows of a ``(thresholds, bins)`` matrix (about 4 M entries for 2048 bins).
 
     ``L = 2^bits`` when the range is asymmetric and nothing negative was seen

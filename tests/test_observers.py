@@ -319,6 +319,26 @@ def test_entropy_observer_clips_outliers_and_more_so_with_fewer_bits() -> None:
     assert float(uniform.clip_range()[1]) > 0.95
 
 
+def test_entropy_blind_spot_on_few_distinct_values() -> None:
+    # 17 distinct values, like the digits' pixels. At 4 bits the search may stop
+    # just past the first non-zero value (bin 128 of 2048): the clipped P is one
+    # spike, Q matches it, KL = 0. The loop reference scores it 0 too.
+    x = torch.randint(0, 17, (5000,), generator=torch.Generator().manual_seed(0)) / 16.0
+    obs = EntropyObserver(4, signed=False)
+    obs(x)
+    assert torch.equal(obs.clip_range()[1], torch.tensor(129 / 2048))
+    hist, _ = histogram_rows(obs.samples, torch.zeros(1), torch.ones(1), obs.bins)
+    hist = hist[0].double()
+    hist[0] = hist[1]
+    coarse = hist[:136].tolist()  # thresholds 16 .. 136 only, to keep the loop short
+    coarse[-1] += float(hist[136:].sum())
+    ref = _kl_reference(coarse, 16)
+    assert ref[129 - 16] == 0.0 and min(ref) == 0.0
+    wide = EntropyObserver(8, signed=False)  # 256 levels: the search starts past bin 128
+    wide(x)
+    assert float(wide.clip_range()[1]) > 0.9
+
+
 def test_entropy_levels_follow_the_scheme() -> None:
     assert EntropyObserver(8, symmetric=True).levels(nonnegative=True) == 128
     assert EntropyObserver(8, signed=False).levels(nonnegative=True) == 256
