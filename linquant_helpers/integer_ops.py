@@ -107,10 +107,14 @@ def requantize(
     """
     acc, m0, n = (check_int_tensor(t, name) for t, name in ((acc, "acc"), (m0, "m0"), (n, "n")))
     qmin, qmax = qrange(bits, signed=signed)
-    if m0.numel() and (int(m0.min()) < 2**30 or int(m0.max()) >= 2**31):
-        raise ValueError(f"m0 must be in [2^30, 2^31) (M0 in [0.5, 1) in Q31), got {m0.tolist()}")
-    if n.numel() and (int(n.min()) < MIN_SHIFT or int(n.max()) > MAX_SHIFT):
-        raise ValueError(f"n must be in [{MIN_SHIFT}, {MAX_SHIFT}], got {n.tolist()}")
+    bad_m0 = m0[(m0 < 2**30) | (m0 >= 2**31)]
+    if bad_m0.numel():
+        raise ValueError(
+            f"m0 must be in [2^30, 2^31) (M0 in [0.5, 1) in Q31), got {int(bad_m0[0])}"
+        )
+    bad_n = n[(n < MIN_SHIFT) | (n > MAX_SHIFT)]
+    if bad_n.numel():
+        raise ValueError(f"n must be in [{MIN_SHIFT}, {MAX_SHIFT}], got {int(bad_n[0])}")
     total_shift = Q31 + n.to(device=acc.device, dtype=torch.int64)
     half = torch.ones_like(total_shift) << (total_shift - 1)  # 2^(30 + n): rounds to nearest
     product = acc.to(torch.int64) * m0.to(device=acc.device, dtype=torch.int64)
