@@ -107,7 +107,8 @@ def requantize(
     """
     acc, m0, n = (check_int_tensor(t, name) for t, name in ((acc, "acc"), (m0, "m0"), (n, "n")))
     qmin, qmax = qrange(bits, signed=signed)
-    bad_m0 = m0[(m0 < 2**30) | (m0 >= 2**31)]
+    m0, n = m0.to(device=acc.device, dtype=torch.int64), n.to(device=acc.device, dtype=torch.int64)
+    bad_m0 = m0[(m0 < 2**30) | (m0 >= 2**31)]  # in int64: 2^31 itself does not fit an int32
     if bad_m0.numel():
         raise ValueError(
             f"m0 must be in [2^30, 2^31) (M0 in [0.5, 1) in Q31), got {int(bad_m0[0])}"
@@ -115,9 +116,9 @@ def requantize(
     bad_n = n[(n < MIN_SHIFT) | (n > MAX_SHIFT)]
     if bad_n.numel():
         raise ValueError(f"n must be in [{MIN_SHIFT}, {MAX_SHIFT}], got {int(bad_n[0])}")
-    total_shift = Q31 + n.to(device=acc.device, dtype=torch.int64)
+    total_shift = Q31 + n
     half = torch.ones_like(total_shift) << (total_shift - 1)  # 2^(30 + n): rounds to nearest
-    product = acc.to(torch.int64) * m0.to(device=acc.device, dtype=torch.int64)
+    product = acc.to(torch.int64) * m0
     z = as_zero_point(zero_point, acc.device, qmin, qmax)
     q = ((product + half) >> total_shift) + z
     return q.clamp_(qmin, qmax).to(code_dtype(bits, signed))
