@@ -33,8 +33,8 @@ def single_threaded() -> Iterator[None]:
     The digits model is so small that splitting its ops over threads costs more
     than it saves (several times more on a busy machine), and the float sums,
     hence the trained weights, would depend on the number of cores. On one
-    thread every machine trains the same model. Also a decorator:
-    ``@single_threaded()``.
+    thread they do not (they may still differ between CPU instruction sets).
+    Also a decorator: ``@single_threaded()``.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

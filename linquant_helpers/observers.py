@@ -14,13 +14,11 @@ what it sees. Every observer here has the same interface:
 
 They differ in how they pick the range from what they saw:
 
-========================== =====================================================
-:class:`MinMaxObserver`     the smallest and largest value ever seen
-:class:`MovingAverageMinMaxObserver` an exponential moving average of each batch's min and max
-:class:`PercentileObserver` the ``percentile``-th percentile: rare outliers are clipped
-:class:`MSEObserver`        the clipping range that minimizes the quantization MSE
-:class:`EntropyObserver`    the threshold that minimizes the KL divergence (TensorRT)
-========================== =====================================================
+* :class:`MinMaxObserver`: the smallest and the largest value ever seen;
+* :class:`MovingAverageMinMaxObserver`: a moving average of each batch's min and max;
+* :class:`PercentileObserver`: a percentile, so that rare outliers are clipped;
+* :class:`MSEObserver`: the clipping range that minimizes the quantization MSE;
+* :class:`EntropyObserver`: the threshold that minimizes a KL divergence (TensorRT).
 
 The last three need the distribution, not just its extremes: they keep a
 bounded, deterministic random sample of the values seen (``max_samples``).
@@ -196,7 +194,7 @@ class _SampleObserver(MinMaxObserver):
 
     def _observe(self, rows: torch.Tensor) -> None:
         super()._observe(rows)  # the exact min and max
-        self._values.append(rows)
+        self._values.append(rows.clone())  # rows may be a view of the caller's tensor
         self._tickets.append(torch.rand(rows.shape[1], generator=self._generator).to(rows.device))
         if sum(len(t) for t in self._tickets) > 2 * self._cap():
             self._shrink()

@@ -430,3 +430,11 @@ def test_cuda_observers_match_cpu(cls) -> None:
     s, z = gpu.qparams()
     assert s.device.type == "cuda"
     torch.testing.assert_close(s.cpu(), cpu.qparams()[0])
+
+
+def test_the_kept_sample_does_not_follow_later_in_place_changes() -> None:
+    x = torch.arange(10.0)
+    obs = PercentileObserver(percentile=100.0)
+    obs(x)
+    x.mul_(100)  # e.g. an in-place op later in the model
+    assert float(obs.clip_range()[1]) == 9.0
