@@ -62,6 +62,7 @@ class Observer:
         self.axis = axis
         self.min_val: torch.Tensor | None = None
         self.max_val: torch.Tensor | None = None
+        self._range: tuple[torch.Tensor, torch.Tensor] | None = None  # clip_range, cached
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Record ``x`` and return it unchanged."""
@@ -82,6 +83,7 @@ class Observer:
                 f"x has {rows.shape[0]} channels along axis={self.axis}, but earlier batches "
                 f"had {self.min_val.shape[0]}"
             )
+        self._range = None
         self._observe(rows)
 
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,16 +96,24 @@ class Observer:
     def _observe(self, rows: torch.Tensor) -> None:
         raise NotImplementedError
 
-    def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ``(min_val, max_val)`` the qparams will represent: 0-d, or ``(C,)`` per channel."""
+    def _compute_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def _check_observed(self) -> None:
+    def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``(min_val, max_val)`` the qparams will represent: 0-d, or ``(C,)`` per channel.
+
+        Computed once and kept until the next update (the searches of the
+        percentile, MSE and entropy observers are not free). Raises
+        ``ValueError`` before any update.
+        """
         if self.min_val is None:
             raise ValueError(
                 f"{type(self).__name__} has not seen any data yet: call update(x) "
                 "(run calibration batches) before qparams()"
             )
+        if self._range is None:
+            self._range = self._compute_range()
+        return self._range
 
     def _shaped(self, t: torch.Tensor) -> torch.Tensor:
         """Per-row results, as a 0-d tensor when observing per tensor."""
@@ -137,8 +147,7 @@ class MinMaxObserver(Observer):
             lo, hi = torch.minimum(lo, self.min_val), torch.maximum(hi, self.max_val)
         self.min_val, self.max_val = lo, hi
 
-    def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check_observed()
+    def _compute_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self._shaped(self.min_val), self._shaped(self.max_val)
 
 
@@ -235,8 +244,7 @@ class PercentileObserver(_SampleObserver):
             raise ValueError(f"percentile must be in (50, 100], got {percentile}")
         self.percentile = percentile
 
-    def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check_observed()
+    def _compute_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.percentile / 100.0
         if self.symmetric:
             a = torch.quantile(self.samples.abs(), p, dim=1)
@@ -288,21 +296,23 @@ class MSEObserver(_SampleObserver):
             raise ValueError(f"grid must be >= 1 and bins >= 2, got grid={grid}, bins={bins}")
         self.grid, self.bins = grid, bins
 
-    def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check_observed()
-        points, weights = self.samples, torch.ones_like(self.samples)
-        if points.shape[1] > self.bins:
-            weights, points = histogram_rows(points, self.min_val, self.max_val, self.bins)
-        errors = self.candidate_errors(points, weights)  # (grid, C)
-        best = self.ratios(points.device)[errors.argmin(dim=0)]  # (C,)
+    def _compute_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        best = self.ratios(self.min_val.device)[self.candidate_errors().argmin(dim=0)]  # (C,)
         return self._shaped(best * self.min_val), self._shaped(best * self.max_val)
 
     def ratios(self, device: torch.device | None = None) -> torch.Tensor:
         """The candidate ratios ``r``, shape ``(grid,)``."""
         return torch.arange(1, self.grid + 1, device=device) / self.grid
 
-    def candidate_errors(self, points: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Weighted MSE of every candidate on each row: shape ``(grid, C)``."""
+    def candidate_errors(self) -> torch.Tensor:
+        """The MSE of every candidate on the data seen, per row: shape ``(grid, C)``.
+
+        The data are the kept sample, or its histogram (bin centers weighted by
+        their counts) when a row holds more than ``bins`` values.
+        """
+        points, weights = self.samples, torch.ones_like(self.samples)
+        if points.shape[1] > self.bins:
+            weights, points = histogram_rows(points, self.min_val, self.max_val, self.bins)
         r = self.ratios(points.device).unsqueeze(1)  # (grid, 1) against (C,)
         scale, zero_point = qparams_from_range(
             r * self.min_val,
@@ -377,8 +387,7 @@ class EntropyObserver(_SampleObserver):
         n_codes = qmax - qmin + 1
         return n_codes if nonnegative and not self.symmetric else n_codes // 2
 
-    def clip_range(self) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check_observed()
+    def _compute_range(self) -> tuple[torch.Tensor, torch.Tensor]:
         nonnegative = bool(self.min_val[0] >= 0)
         amax = torch.maximum(-self.min_val, self.max_val)  # (1,)
         if float(amax) == 0.0:

@@ -438,3 +438,13 @@ def test_the_kept_sample_does_not_follow_later_in_place_changes() -> None:
     obs(x)
     x.mul_(100)  # e.g. an in-place op later in the model
     assert float(obs.clip_range()[1]) == 9.0
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_clip_range_is_kept_until_the_next_update(cls) -> None:
+    obs = cls()
+    obs(torch.linspace(0, 1, 1000))
+    first = obs.clip_range()
+    assert obs.clip_range() is first  # not searched again
+    obs(torch.linspace(0, 5, 1000))
+    assert float(obs.clip_range()[1]) > float(first[1])
