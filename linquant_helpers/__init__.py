@@ -83,6 +83,7 @@ from .layers import (
 )
 from .qat import QATWrapper, fake_quantize_ste, prepare_qat, strip_qat
 
-# Lesson 07: the capstone transformer.
+# Lesson 07: the capstone transformer. No re-exports: `from linquant_helpers import capstone`
+# (its model needs the optional extra: python -m pip install -e ".[capstone]").
 
 __version__ = "0.1.0"
