@@ -26,7 +26,7 @@ from linquant_helpers import (
     mse,
     qrange,
 )
-from linquant_helpers.observers import histogram_rows, kl_divergence_per_threshold
+from linquant_helpers.observers import histogram_rows, kl_divergence_per_threshold, tail_quantile
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 ao = pytest.importorskip("torch.ao.quantization")
@@ -158,6 +158,17 @@ def test_percentile_matches_float64_quantiles() -> None:
     a = float(torch.quantile(x.double().abs(), 0.99))
     assert math.isclose(float(sym.clip_range()[1]), a, rel_tol=1e-5)
     assert math.isclose(float(sym.clip_range()[0]), -a, rel_tol=1e-5)
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 3000),
+    q=st.sampled_from([0.0, 1e-4, 0.01, 0.3, 0.5, 0.77, 0.99, 0.9999, 1.0]),
+)
+def test_tail_quantile_equals_torch_quantile(seed, n, q) -> None:
+    rows = torch.randn(3, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    rows[:, : n // 3] = rows[:, : n // 3].round()  # ties
+    torch.testing.assert_close(tail_quantile(rows, q), torch.quantile(rows, q, dim=1))
 
 
 def test_percentile_clips_rare_outliers_and_100_is_min_max() -> None:
