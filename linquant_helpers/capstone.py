@@ -113,9 +113,12 @@ def load_sentence_model(
     warnings and progress bars (they print timings). Returns the model in eval mode.
 
     Raises :class:`ModelUnavailableError`, whose message says exactly what to
-    install, if sentence-transformers or the model cannot be found.
+    install, if sentence-transformers or the model cannot be found, and
+    ``ValueError`` for an empty ``model``.
     """
-    source = bundled_model_path() if model is None else model
+    if model is not None and not str(model).strip():
+        raise ValueError("model must be None (the bundled copy), a folder or a Hub id, got ''")
+    source = bundled_model_path() if model is None else os.path.expanduser(model)
     try:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging

@@ -80,6 +80,11 @@ def test_unknown_model_says_what_to_do_without_network(monkeypatch, source) -> N
     _says_what_to_install(info.value)
 
 
+def test_empty_model_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="bundled copy"):
+        cap.load_sentence_model("  ")
+
+
 def _block_network(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError(f"network access attempted: {args[:2]}")
