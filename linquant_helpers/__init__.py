@@ -8,13 +8,13 @@ Read it in lesson order:
 * :mod:`~linquant_helpers.packing`     - several low-bit codes per byte
 * :mod:`~linquant_helpers.metrics`     - how big the error is
 * :mod:`~linquant_helpers.plotting`    - the figures of lessons 01-02
-* :mod:`~linquant_helpers.models`      - the digits CNN of lessons 04-06, BatchNorm folding
-* :mod:`~linquant_helpers.observers`   - calibration: min-max, moving average, percentile, MSE, entropy
-* :mod:`~linquant_helpers.calibration` - weight quantization of whole models, post-training quantization
+* :mod:`~linquant_helpers.models`      - the digits CNN of lessons 04-06
+* :mod:`~linquant_helpers.observers`   - min-max, moving average, percentile, MSE, entropy
+* :mod:`~linquant_helpers.calibration` - weights of whole models, post-training quantization
 * :mod:`~linquant_helpers.integer_ops` - integer-only matmul and fixed-point requantization
 * :mod:`~linquant_helpers.layers`      - W8A16, W8A8 and packed int4 linear layers
-* :mod:`~linquant_helpers.qat`         - quantization-aware training with a straight-through estimator
-* :mod:`~linquant_helpers.capstone`    - loading and measuring the pretrained transformer of lesson 07
+* :mod:`~linquant_helpers.qat`         - quantization-aware training (straight-through)
+* :mod:`~linquant_helpers.capstone`    - the pretrained transformer of lesson 07
 * :mod:`~linquant_helpers.exercises`   - the automatic checks of the exercises
 
 Run every notebook headless with ``python -m linquant_helpers.run_notebooks``.
