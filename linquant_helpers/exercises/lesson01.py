@@ -5,8 +5,6 @@ same on every run, and its inputs are not the notebook's examples), compares
 the learner's function with the package's reference, and recognizes the
 typical mistakes (floor instead of round, no clamping, the zero point on the
 wrong side) so that its message says what to fix.
-
-The comparison helpers at the top are shared with the checks of lessons 02 and 03.
 """
 
 from __future__ import annotations
@@ -16,59 +14,16 @@ from collections.abc import Callable
 import torch
 
 from ..affine import dequantize, fake_quantize, quantize
-from .feedback import CheckResult, call, run_check
-
-SEED = 2024
-"""Seed of the checks' inputs: fixed, so that the notebooks' outputs are deterministic."""
-
-
-# ---------------------------------------------------------------- shared helpers
-
-
-def tensor_problem(got: object, like: torch.Tensor, name: str) -> str | None:
-    """A message if ``got`` is not a tensor of ``like``'s shape, else ``None``."""
-    if not isinstance(got, torch.Tensor):
-        return f"{name} must return a torch.Tensor, got {type(got).__name__}"
-    if got.shape != like.shape:
-        return (
-            f"{name} must return one value per input element, shape {tuple(like.shape)}; "
-            f"got shape {tuple(got.shape)}"
-        )
-    return None
-
-
-def first_difference(
-    got: torch.Tensor, expected: torch.Tensor, atol: float = 0.0, rtol: float = 0.0
-) -> int | None:
-    """Flat index of the first element where ``|got - expected| > atol + rtol * |expected|``.
-
-    NaN in ``got`` counts as a difference. Returns None when all elements agree.
-    """
-    expected = expected.double().cpu()
-    close = (got.detach().double().cpu() - expected).abs() <= atol + rtol * expected.abs()
-    bad = (~close).flatten().nonzero()
-    return int(bad[0]) if len(bad) else None
-
-
-def known_mistake(
-    got: torch.Tensor, mistakes: dict[str, torch.Tensor], atol: float = 0.0, rtol: float = 0.0
-) -> str | None:
-    """The message of the first mistake whose result ``got`` reproduces (within tolerance)."""
-    for message, result in mistakes.items():
-        if first_difference(got, result, atol, rtol) is None:
-            return message
-    return None
-
-
-def random_scale(gen: torch.Generator, low: float, high: float) -> float:
-    """A random scale in ``[low, high)``, exactly representable in float32.
-
-    The package stores scales in float32; a float32-exact scale means the
-    learner's float64 arithmetic and the package see the very same number.
-    """
-    s = low + (high - low) * torch.rand((), generator=gen)
-    return float(s.float())
-
+from .feedback import (
+    SEED,
+    CheckResult,
+    call,
+    first_difference,
+    known_mistake,
+    random_scale,
+    run_check,
+    tensor_problem,
+)
 
 # ---------------------------------------------------------------- quantize
 

@@ -9,46 +9,19 @@ import torch
 
 from ..affine import choose_qparams, fake_quantize, qparams_from_range, qrange
 from ..metrics import sqnr_db
-from .feedback import CheckResult, call, run_check
-from .lesson01 import SEED, random_scale
+from .feedback import (
+    SEED,
+    CheckResult,
+    as_number,
+    as_pair,
+    call,
+    random_scale,
+    run_check,
+    zero_point_problem,
+)
 
 MIN_GAIN_DB = 1.0
 """:func:`check_pick_scheme`: asymmetric is worth its zero point only above this SQNR gain."""
-
-
-def as_number(value: object, name: str) -> float | str:
-    """``value`` as a Python float (a number or a one-element tensor), or a message."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return float(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return f"{name} must be a number (or a one-element tensor), got {type(value).__name__}"
-
-
-def as_pair(value: object) -> tuple[float, float] | str:
-    """``(scale, zero_point)`` as two Python floats, or a message."""
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        return f"return a pair (scale, zero_point), got {type(value).__name__}"
-    scale, zero_point = as_number(value[0], "scale"), as_number(value[1], "zero_point")
-    for v in (scale, zero_point):
-        if isinstance(v, str):
-            return v
-    return scale, zero_point
-
-
-def zero_point_problem(zero_point: float, qmin: int, qmax: int) -> str | None:
-    """A message unless ``zero_point`` is a whole number in ``[qmin, qmax]``."""
-    if not (math.isfinite(zero_point) and zero_point == round(zero_point)):
-        return (
-            f"zero_point must be an integer in [{qmin}, {qmax}]; got {zero_point:.6g}: round it "
-            "(torch.round or round()) so that 0.0 maps exactly onto a code"
-        )
-    if not qmin <= zero_point <= qmax:
-        return (
-            f"zero_point must be an integer in [{qmin}, {qmax}]; got {zero_point:g}: "
-            f"clamp it to [{qmin}, {qmax}]"
-        )
-    return None
 
 
 def _ranges(gen: torch.Generator, n: int) -> list[tuple[float, float, int]]:

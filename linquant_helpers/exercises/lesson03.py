@@ -14,9 +14,18 @@ from collections.abc import Callable
 import torch
 
 from ..affine import choose_qparams, dequantize, qrange, quantize
-from .feedback import CheckResult, call, run_check
-from .lesson01 import SEED, first_difference, known_mistake, random_scale, tensor_problem
-from .lesson02 import as_pair, zero_point_problem
+from .feedback import (
+    SEED,
+    CheckResult,
+    as_pair,
+    call,
+    first_difference,
+    known_mistake,
+    random_scale,
+    run_check,
+    tensor_problem,
+    zero_point_problem,
+)
 
 QUANTIZED_DTYPES = {"torch.quint8": False, "torch.qint8": True}
 """The quantized dtypes the checks use, by name, and whether their codes are signed."""

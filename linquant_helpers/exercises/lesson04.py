@@ -15,8 +15,15 @@ from torch import nn
 from ..affine import choose_qparams
 from ..calibration import fake_quantize_weight
 from ..models import fold_conv_bn
-from .feedback import CheckResult, call, run_check
-from .lesson01 import SEED, first_difference, known_mistake, tensor_problem
+from .feedback import (
+    SEED,
+    CheckResult,
+    call,
+    first_difference,
+    known_mistake,
+    run_check,
+    tensor_problem,
+)
 
 
 def _spread_weight(gen: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:

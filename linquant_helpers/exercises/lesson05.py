@@ -18,8 +18,7 @@ from ..calibration import ptq
 from ..metrics import mse
 from ..models import DigitsData
 from ..observers import MinMaxObserver, PercentileObserver
-from .feedback import CheckResult, call, run_check
-from .lesson01 import SEED, first_difference, tensor_problem
+from .feedback import SEED, CheckResult, call, first_difference, run_check, tensor_problem
 
 # ---------------------------------------------------------------- a per-channel observer
 

@@ -14,9 +14,17 @@ import torch
 
 from ..affine import dequantize
 from ..integer_ops import quantize_bias, quantize_multiplier
-from .feedback import CheckResult, call, run_check
-from .lesson01 import SEED, first_difference, known_mistake, random_scale, tensor_problem
-from .lesson02 import as_number
+from .feedback import (
+    SEED,
+    CheckResult,
+    as_number,
+    call,
+    first_difference,
+    known_mistake,
+    random_scale,
+    run_check,
+    tensor_problem,
+)
 
 CARRY_MULTIPLIER = 0.5 - 2.0**-34
 """A multiplier whose ``M0 = 1 - 2^-33`` rounds up to exactly 1.0 at 31 bits."""

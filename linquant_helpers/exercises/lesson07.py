@@ -12,8 +12,15 @@ from collections.abc import Callable
 import torch
 
 from ..capstone import quantized_weight_nbytes, smoothquant_scales
-from .feedback import CheckResult, call, run_check
-from .lesson01 import SEED, first_difference, known_mistake, tensor_problem
+from .feedback import (
+    SEED,
+    CheckResult,
+    call,
+    first_difference,
+    known_mistake,
+    run_check,
+    tensor_problem,
+)
 
 SCALE_BYTES = 4
 """Bytes of one float32 scale."""
