@@ -4,7 +4,8 @@
   granularity: ``"tensor"``, ``"channel"`` (one scale per output channel) or an
   int group size (groups along each output channel's flattened weights).
 * :func:`calibrate` - attach an observer to the input of every ``Conv2d`` and
-  ``Linear`` with forward pre-hooks, run calibration batches, detach them.
+  ``Linear`` with forward pre-hooks, run calibration batches, detach them
+  (:func:`run_with_hooks`, which lesson 06 uses to observe outputs too).
 * :func:`ptq` - both: a *simulated* quantized copy of the model (W8A8 by
   default) in which every ``Conv2d``/``Linear`` computes with fake-quantized
   weights on fake-quantized inputs. The original model is never modified.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -140,9 +142,46 @@ class FakeQuantize(nn.Module):
         return s
 
 
+def run_with_hooks(
+    model: nn.Module,
+    batches: Iterable[Any],
+    *,
+    pre_hooks: dict[str, Callable[..., None]] | None = None,
+    hooks: dict[str, Callable[..., None]] | None = None,
+) -> None:
+    """Run ``batches`` through ``model`` with hooks on named submodules: a calibration pass.
+
+    ``pre_hooks`` maps submodule names to forward *pre*-hooks ``hook(module, args)``,
+    called with a layer's inputs before it runs; ``hooks`` maps names to forward
+    hooks ``hook(module, args, output)``, called after it ran. Hooks must return
+    ``None`` (a returned value would replace the input or output). The model runs in
+    eval mode (BatchNorm keeps its running statistics), without gradients, on one
+    thread (:func:`~linquant_helpers.models.single_threaded`); the hooks are removed
+    and its mode restored afterwards, even on error. Raises ``ValueError`` if
+    ``batches`` is empty, and as ``model.get_submodule`` for an unknown name.
+    """
+    handles, was_training, n_batches = [], model.training, 0
+    try:
+        for name, hook in (pre_hooks or {}).items():
+            handles.append(model.get_submodule(name).register_forward_pre_hook(hook))
+        for name, hook in (hooks or {}).items():
+            handles.append(model.get_submodule(name).register_forward_hook(hook))
+        model.eval()
+        with torch.no_grad(), single_threaded():
+            for x in batches:
+                model(x)
+                n_batches += 1
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    if n_batches == 0:
+        raise ValueError("calibration is empty: batches holds no inputs, give at least one")
+
+
 def calibrate(
     model: nn.Module,
-    batches: Iterable[torch.Tensor],
+    batches: Iterable[Any],
     observer: Callable[..., Observer] = MinMaxObserver,
     bits: int = 8,
     *,
@@ -154,9 +193,8 @@ def calibrate(
     ``observer(bits, symmetric=..., signed=...)`` makes one observer per layer
     (pass ``functools.partial(PercentileObserver, percentile=99.9)`` to set
     more). A forward *pre*-hook hands each layer's input to its observer
-    before the layer runs. The model runs in eval mode without gradients, on
-    one thread (:func:`~linquant_helpers.models.single_threaded`); the hooks
-    are removed and its mode restored afterwards, even on error.
+    before the layer runs (:func:`run_with_hooks`: eval mode, no gradients, one
+    thread; hooks removed and mode restored afterwards, even on error).
     Defaults are unsigned asymmetric codes (``0..255``), which suit the
     non-negative outputs of ReLU. Returns ``{layer name: observer}``.
     Raises ``ValueError`` if ``batches`` is empty.
@@ -165,23 +203,10 @@ def calibrate(
         name: observer(bits, symmetric=symmetric, signed=signed)
         for name in quantizable_layers(model)
     }
-    hooks = [
-        layer.register_forward_pre_hook(lambda _layer, args, obs=observers[name]: obs(args[0]))
-        for name, layer in quantizable_layers(model).items()
-    ]
-    was_training, n_batches = model.training, 0
-    model.eval()
-    try:
-        with torch.no_grad(), single_threaded():
-            for x in batches:
-                model(x)
-                n_batches += 1
-    finally:
-        for hook in hooks:
-            hook.remove()
-        model.train(was_training)
-    if n_batches == 0:
-        raise ValueError("batches is empty: calibration needs at least one batch of inputs")
+    pre_hooks = {
+        name: lambda _layer, args, obs=obs: obs.update(args[0]) for name, obs in observers.items()
+    }
+    run_with_hooks(model, batches, pre_hooks=pre_hooks)
     return observers
 
 

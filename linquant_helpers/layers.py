@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from .affine import dequantize, quantize
+from .calibration import run_with_hooks
 from .integer_ops import (
     integer_linear,
     quantize_bias,
@@ -387,42 +389,31 @@ def swappable_linears(model: nn.Module, skip: tuple[str, ...] = ()) -> list[str]
     ]
 
 
-@torch.no_grad()
 def calibrate_linears(
     model: nn.Module,
     names: Iterable[str],
-    batches: Iterable[torch.Tensor],
+    batches: Iterable[Any],
     observer: Callable[[], Observer],
 ) -> dict[str, tuple[Observer, Observer]]:
     """Run ``batches`` through ``model`` and observe the input and output of each named layer.
 
     Returns ``{name: (input_observer, output_observer)}``, each made by
-    ``observer()`` and updated with every batch (forward hooks, removed after).
-    The model runs in eval mode and gets its mode back afterwards.
+    ``observer()`` and updated with every batch by a forward hook. The pass is
+    lesson 05's :func:`~linquant_helpers.calibration.run_with_hooks`: eval mode, no
+    gradients, one thread, hooks removed and mode restored afterwards. Raises
+    ``ValueError`` if ``batches`` is empty.
     """
     observers = {name: (observer(), observer()) for name in names}
 
-    def hook(name: str) -> Callable[..., None]:
-        def record(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            observers[name][0].update(args[0])
-            observers[name][1].update(out)
+    def record(inputs: Observer, outputs: Observer) -> Callable[..., None]:
+        def hook(_module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            inputs.update(args[0])
+            outputs.update(out)
 
-        return record
+        return hook
 
-    handles = [model.get_submodule(n).register_forward_hook(hook(n)) for n in observers]
-    was_training = model.training
-    model.eval()
-    n_batches = 0
-    try:
-        for batch in batches:
-            model(batch)
-            n_batches += 1
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    if n_batches == 0:
-        raise ValueError("calibration is empty: give at least one batch of inputs")
+    hooks = {name: record(*pair) for name, pair in observers.items()}
+    run_with_hooks(model, batches, hooks=hooks)
     return observers
 
 

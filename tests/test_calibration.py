@@ -21,7 +21,7 @@ from linquant_helpers import (
     ptq,
     quantize_weights,
 )
-from linquant_helpers.calibration import QUANTIZABLE, quantizable_layers
+from linquant_helpers.calibration import QUANTIZABLE, quantizable_layers, run_with_hooks
 
 LAYERS = [
     "features.0.0",
@@ -142,6 +142,39 @@ def test_calibrate_needs_batches_and_cleans_up_on_error(model) -> None:
     with pytest.raises(ValueError, match="NaN"):
         calibrate(model, [torch.full((2, 1, 8, 8), float("nan"))])
     assert all(not m._forward_pre_hooks for m in model.modules())
+
+
+def test_run_with_hooks_sees_inputs_and_outputs_then_cleans_up(model) -> None:
+    seen: dict[str, tuple] = {}
+
+    def pre(_m, args) -> None:
+        seen["pre"] = (args[0].clone(), torch.get_num_threads(), torch.is_grad_enabled())
+
+    def post(m, args, out) -> None:
+        seen["post"] = (args[0].clone(), out.clone(), m.training)
+
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    model.train()
+    threads = torch.get_num_threads()
+    run_with_hooks(model, [x], pre_hooks={"features.0.0": pre}, hooks={"classifier.4": post})
+    assert torch.equal(seen["pre"][0], x) and seen["pre"][1:] == (1, False)  # 1 thread, no grad
+    inputs, out, training = seen["post"]
+    torch.testing.assert_close(out, model.classifier[4](inputs))
+    assert not training and model.training  # eval during the pass, train mode restored
+    assert torch.get_num_threads() == threads
+
+    def fails(_m, args) -> None:
+        MinMaxObserver().update(args[0])  # raises on NaN
+
+    with pytest.raises(AttributeError):  # an unknown name: the hooks already placed go too
+        run_with_hooks(model, [x], pre_hooks={"features.0.0": pre, "nope": pre})
+    with pytest.raises(ValueError, match="NaN"):  # an error in a hook: cleaned up as well
+        nan = torch.full_like(x, float("nan"))
+        run_with_hooks(
+            model, [nan], pre_hooks={"features.0.0": fails}, hooks={"classifier.4": post}
+        )
+    assert model.training
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
 
 
 def test_ptq_returns_a_fake_quantized_copy(model) -> None:
