@@ -210,16 +210,29 @@ def calibrate(
     return observers
 
 
+def replace_modules(
+    model: nn.Module, names: Iterable[str], convert: Callable[[str, nn.Module], nn.Module]
+) -> nn.Module:
+    """Replace, in place, each submodule named in ``names`` by ``convert(name, module)``.
+
+    Returns ``model``, or the converted module when ``names`` holds ``""`` (the model itself).
+    """
+    for name in names:
+        if name == "":
+            return convert(name, model)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, convert(name, model.get_submodule(name)))
+    return model
+
+
 def with_input_quantizers(model: nn.Module, observers: dict[str, Observer]) -> nn.Module:
     """A copy of ``model`` in which each layer named in ``observers`` becomes
     ``nn.Sequential(FakeQuantize.from_observer(obs), layer)``."""
-    quantized = copy.deepcopy(model)
-    for name, obs in observers.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = quantized.get_submodule(parent_name)
-        layer = parent.get_submodule(child)
-        setattr(parent, child, nn.Sequential(FakeQuantize.from_observer(obs), layer))
-    return quantized
+
+    def quantize_input(name: str, layer: nn.Module) -> nn.Module:
+        return nn.Sequential(FakeQuantize.from_observer(observers[name]), layer)
+
+    return replace_modules(copy.deepcopy(model), observers, quantize_input)
 
 
 def ptq(

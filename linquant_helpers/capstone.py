@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .affine import EPS, choose_qparams, fake_quantize
-from .calibration import calibrate, fake_quantize_weight
+from .calibration import calibrate, fake_quantize_weight, replace_modules
 from .granularity import Granularity
 from .observers import MinMaxObserver, MSEObserver
 from .packing import packed_numel
@@ -472,15 +472,15 @@ def simulate_w8a8(
     ``alpha``; the others are not smoothed. ``model`` itself is not modified.
     """
     act_absmax = act_absmax or {}
-    quantized = copy.deepcopy(model)
-    for name, layer in linear_layers(quantized).items():
+
+    def simulate(name: str, layer: nn.Linear) -> SimulatedW8A8Linear:
         smooth = None
         if name in act_absmax:
             smooth = smoothquant_scales(act_absmax[name], layer.weight, alpha)
-        parent, _, child = name.rpartition(".")
-        new = SimulatedW8A8Linear(layer, bits=bits, per_token=per_token, smooth=smooth)
-        setattr(quantized.get_submodule(parent), child, new)
-    return quantized
+        return SimulatedW8A8Linear(layer, bits=bits, per_token=per_token, smooth=smooth)
+
+    quantized = copy.deepcopy(model)
+    return replace_modules(quantized, linear_layers(quantized), simulate)
 
 
 # ---------------------------------------------------------------- the data

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from .affine import dequantize, quantize
-from .calibration import run_with_hooks
+from .calibration import replace_modules, run_with_hooks
 from .integer_ops import (
     integer_linear,
     quantize_bias,
@@ -361,21 +361,6 @@ def find_modules(
         if isinstance(module, types)
         and not any(name == s or name.startswith(s + ".") for s in skip)
     ]
-
-
-def replace_modules(
-    model: nn.Module, names: Iterable[str], convert: Callable[[str, nn.Module], nn.Module]
-) -> nn.Module:
-    """Replace, in place, each submodule named in ``names`` by ``convert(name, module)``.
-
-    Returns ``model``, or the converted module when ``names`` holds ``""`` (the model itself).
-    """
-    for name in names:
-        if name == "":
-            return convert(name, model)
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent), child, convert(name, model.get_submodule(name)))
-    return model
 
 
 def swappable_linears(model: nn.Module, skip: tuple[str, ...] = ()) -> list[str]:
