@@ -1,12 +1,19 @@
-"""Shared test settings: hypothesis profiles and the CUDA marker."""
+"""Shared test settings: hypothesis profiles, the CUDA marker, the reference solutions."""
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
+
+from linquant_helpers import trained_digits_model
+
+# Tests import the reference solutions the way the notebooks do: `from solutions import lesson01`.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "notebooks"))
 
 settings.register_profile(
     "default", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow]
@@ -22,3 +29,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def trained_digits():
+    """``(model, data)``: the digits CNN of notebook 05, trained once per session.
+
+    A short training is enough: the checks compare against the package on this model.
+    """
+    return trained_digits_model(0, epochs=4, progress=False)
