@@ -1,73 +1,22 @@
-"""The checks of notebook 05 pass the reference solutions and reject typical mistakes."""
+"""The checks of notebook 05 reject typical mistakes and name them.
+
+That every check passes its reference solution, reports a placeholder as TODO
+and code that raises as FAIL is tested for every lesson in test_exercise_contract.py.
+"""
 
 from __future__ import annotations
 
 import functools
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
+from solutions import lesson05 as sol
 
-from linquant_helpers import (
-    PercentileObserver,
-    fake_quantize,
-    mse,
-    ptq,
-    qparams_from_range,
-    trained_digits_model,
-)
+from linquant_helpers import PercentileObserver, fake_quantize, mse, ptq, qparams_from_range
 from linquant_helpers.exercises import lesson05 as ex
-from linquant_helpers.exercises.feedback import FAIL, PASS, TODO
-
-
-def _solutions(name: str):
-    path = Path(__file__).resolve().parent.parent / "notebooks" / "solutions" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"solutions_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sol = _solutions("lesson05")
-
-
-@pytest.fixture(scope="module")
-def trained():
-    # a short training is enough: the checks compare against the package on this model
-    return trained_digits_model(0, epochs=4, progress=False)
-
-
-def _placeholder(*args): ...
-
-
-def _raises(*args):
-    raise RuntimeError("boom")
-
-
-class Placeholder:
-    def __init__(self, axis):
-        self.axis = axis
-
-    def update(self, x): ...
-
-    def clip_range(self): ...
-
+from linquant_helpers.exercises.feedback import FAIL
 
 # ---------------------------------------------------------------- per-channel min-max
-
-
-@pytest.mark.parametrize("seed", [None, 0, 1, 7])
-def test_minmax_solution_passes(seed, capsys) -> None:
-    kw = {} if seed is None else {"seed": seed}
-    assert ex.check_per_channel_minmax(sol.PerChannelMinMax, **kw).status == PASS
-    assert capsys.readouterr().out.startswith("[PASS] ")
-
-
-def test_minmax_placeholder_and_errors(capsys) -> None:
-    assert ex.check_per_channel_minmax(Placeholder).status == TODO
-    result = ex.check_per_channel_minmax(_raises)
-    assert result.status == FAIL and "RuntimeError: boom" in result.message
 
 
 class LastBatchOnly(sol.PerChannelMinMax):
@@ -124,12 +73,6 @@ def _errors(x, bits, ratios):
     return torch.tensor(out)
 
 
-@pytest.mark.parametrize("seed", [None, 0, 1, 7])
-def test_clip_ratio_solution_passes(seed) -> None:
-    kw = {} if seed is None else {"seed": seed}
-    assert ex.check_best_clip_ratio(sol.best_clip_ratio, **kw).status == PASS
-
-
 def test_clip_ratio_reference_is_below_one() -> None:
     # the check's premise: on these distributions clipping helps
     x = torch.randn(20_000, generator=torch.Generator().manual_seed(0))
@@ -153,10 +96,6 @@ def test_clip_ratio_mistakes_are_named(wrong, hint) -> None:
     assert result.status == FAIL and hint in result.message, result.message
 
 
-def test_clip_ratio_placeholder() -> None:
-    assert ex.check_best_clip_ratio(_placeholder).status == TODO
-
-
 # ---------------------------------------------------------------- choose a percentile
 
 
@@ -174,16 +113,8 @@ def _logit_errors(model, calib, x, percentiles, bits):
     return errs
 
 
-def test_percentile_solution_passes_and_placeholder(trained, capsys) -> None:
-    model, data = trained
-    assert ex.check_choose_percentile(sol.choose_percentile, model, data).status == PASS
-    assert ex.check_choose_percentile(_placeholder, model, data).status == TODO
-    result = ex.check_choose_percentile(_raises, model, data)
-    assert result.status == FAIL and "RuntimeError: boom" in result.message
-
-
-def test_percentile_mistakes_are_named(trained) -> None:
-    model, data = trained
+def test_percentile_mistakes_are_named(trained_digits) -> None:
+    model, data = trained_digits
 
     def worst(m, c, x, ps, b):
         e = _logit_errors(m, c, x, ps, b)
