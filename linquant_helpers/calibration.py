@@ -2,7 +2,8 @@
 
 * :func:`fake_quantize_weight` / :func:`quantize_weights` - weights only, at any
   granularity: ``"tensor"``, ``"channel"`` (one scale per output channel) or an
-  int group size (groups along each output channel's flattened weights).
+  int group size (groups along each output channel's flattened weights); absmax
+  scales, or those an observer picks (:func:`weight_qparams`), e.g. MSE clipping.
 * :func:`calibrate` - attach an observer to the input of every ``Conv2d`` and
   ``Linear`` with forward pre-hooks, run calibration batches, detach them
   (:func:`run_with_hooks`, which lesson 06 uses to observe outputs too).
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from .affine import choose_qparams, fake_quantize
+from .granularity import Granularity
 from .models import single_threaded
 from .observers import MinMaxObserver, Observer
 
@@ -37,20 +39,63 @@ def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
 
 
-def _weight_view(w: torch.Tensor, granularity: str | int) -> tuple[torch.Tensor, dict]:
-    """``w`` as ``(out, rest)`` rows and the ``axis``/``group_size`` that quantize it."""
-    rows = w.reshape(w.shape[0], -1)
+def weight_granularity(granularity: str | int) -> dict[str, int]:
+    """The ``axis``/``group_size`` keywords of a weight granularity, for ``(out, rest)`` rows.
+
+    ``"tensor"`` -> ``{}``, ``"channel"`` -> ``{"axis": 0}``, an int ``g > 0`` ->
+    ``{"group_size": g}``. Raises ``ValueError`` for anything else.
+    """
     if granularity == "tensor":
-        return rows, {}
+        return {}
     if granularity == "channel":
-        return rows, {"axis": 0}
+        return {"axis": 0}
     if isinstance(granularity, int) and not isinstance(granularity, bool) and granularity > 0:
-        if rows.shape[1] % granularity:  # the row cannot be cut into groups: one group per row
-            return rows, {"axis": 0}
-        return rows, {"group_size": granularity}
+        return {"group_size": granularity}
     raise ValueError(
         f"granularity must be 'tensor', 'channel' or a positive group size, got {granularity!r}"
     )
+
+
+def _weight_view(w: torch.Tensor, granularity: str | int) -> tuple[torch.Tensor, dict]:
+    """``w`` as ``(out, rest)`` rows and the ``axis``/``group_size`` that quantize it."""
+    rows, where = w.reshape(w.shape[0], -1), weight_granularity(granularity)
+    if rows.shape[1] % where.get("group_size", 1):  # a row cannot be cut into groups: one per row
+        return rows, {"axis": 0}
+    return rows, where
+
+
+def weight_qparams(
+    w: torch.Tensor,
+    bits: int = 8,
+    granularity: str | int = "channel",
+    *,
+    symmetric: bool = True,
+    narrow: bool = True,
+    observer: Callable[..., Observer] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, zero_point)`` of a weight viewed as ``(out, rest)`` rows (see
+    :func:`fake_quantize_weight` for the granularities).
+
+    ``observer=None``: from each block's own range, with :func:`choose_qparams`
+    (``scale = max|w| / (2^(b-1) - 1)`` when symmetric: absmax). Otherwise
+    ``observer(bits, symmetric=..., narrow=..., axis=...)`` sees the weight and
+    chooses the range, e.g. ``functools.partial(MSEObserver, grid=20)`` for the
+    clipping that minimizes the weight's MSE. An observer keeps one range per
+    index of ``axis=0``, so per group it sees ``rows.reshape(-1, g)``: one row
+    per group, in the order of ``choose_qparams``' grouped view. (Distribution
+    observers keep a sample; pass ``max_samples=1 << 24`` to let them see all of a
+    large weight.) Returns a float32 scale and an int32 zero point of shape ``()``,
+    ``(out,)`` or ``(out, rest // g)``. Raises as :func:`fake_quantize_weight`.
+    """
+    rows, where = _weight_view(w.detach(), granularity)
+    if observer is None:
+        return choose_qparams(rows, bits, symmetric=symmetric, narrow=narrow, **where)
+    blocks = rows.reshape(-1, where["group_size"]) if "group_size" in where else rows
+    obs = observer(bits, symmetric=symmetric, narrow=narrow, axis=0 if where else None)
+    obs.update(blocks)
+    shape = Granularity.of(rows.shape, where.get("axis"), where.get("group_size")).qparam_shape
+    scale, zero_point = obs.qparams()
+    return scale.reshape(shape), zero_point.reshape(shape)
 
 
 def fake_quantize_weight(
@@ -60,6 +105,7 @@ def fake_quantize_weight(
     *,
     symmetric: bool = True,
     narrow: bool = True,
+    observer: Callable[..., Observer] | None = None,
 ) -> torch.Tensor:
     """Fake-quantize a weight with scales chosen from its own range (absmax when symmetric).
 
@@ -74,11 +120,14 @@ def fake_quantize_weight(
 
     Defaults: symmetric, signed and narrow (codes ``-127..127`` at 8 bits,
     ``scale = max|w| / 127``), the usual choice for weights (Wu et al. 2020).
+    ``observer`` chooses clipped ranges instead (see :func:`weight_qparams`).
     Returns a tensor of ``w``'s shape, dtype and device. Raises ``ValueError``
     for a bad ``granularity`` and as :func:`choose_qparams` does.
     """
     rows, where = _weight_view(w.detach(), granularity)
-    scale, zero_point = choose_qparams(rows, bits, symmetric=symmetric, narrow=narrow, **where)
+    scale, zero_point = weight_qparams(
+        w, bits, granularity, symmetric=symmetric, narrow=narrow, observer=observer
+    )
     return fake_quantize(rows, scale, zero_point, bits, narrow=narrow, **where).reshape(w.shape)
 
 
@@ -86,9 +135,10 @@ def quantize_weights(
     model: nn.Module, bits: int = 8, granularity: str | int = "channel", **settings
 ) -> nn.Module:
     """A copy of ``model`` whose ``Conv2d``/``Linear`` weights are fake-quantized
-    (see :func:`fake_quantize_weight`; ``settings`` go to it). Biases stay in
-    float, as integer kernels keep them in int32 at a much finer scale. The
-    original model is untouched."""
+    (see :func:`fake_quantize_weight`; ``settings`` go to it, e.g.
+    ``observer=functools.partial(MSEObserver, grid=20)`` for MSE clipping). Biases
+    stay in float, as integer kernels keep them in int32 at a much finer scale.
+    The original model is untouched."""
     quantized = copy.deepcopy(model)
     for layer in quantizable_layers(quantized).values():
         with torch.no_grad():

@@ -10,10 +10,9 @@ model's files (weights, tokenizer, configs) so that nothing is downloaded.
   with graded similarity 0-5), :data:`RETRIEVAL_QUERIES` / :data:`RETRIEVAL_CORPUS`,
   :data:`CALIBRATION_SENTENCES`; :class:`Benchmark` scores a model on all of them.
 * Metrics: :func:`mean_cosine`, :func:`average_ranks`, :func:`spearman`, :func:`top1_accuracy`.
-* Weights: absmax scales come from lesson 05
-  (:func:`~linquant_helpers.calibration.quantize_weights`); here the MSE-clipped twins
-  :func:`mse_weight_scale`, :func:`fake_quantize_weight_mse`, :func:`quantize_weights_mse`,
-  and the storage cost :func:`quantized_weight_nbytes`.
+* Weights: lesson 05's :func:`~linquant_helpers.calibration.quantize_weights`, with
+  absmax scales or, given :func:`mse_observer`, MSE-clipped ones (:func:`mse_weight_scale`,
+  :func:`quantize_weights_mse`); the storage cost :func:`quantized_weight_nbytes`.
 * Activations: :func:`activation_absmax` (lesson 05's calibration hooks),
   :func:`quantize_activation` (per tensor or per token), :func:`smoothquant_scales`,
   :class:`SimulatedW8A8Linear`, :func:`simulate_w8a8`.
@@ -28,7 +27,7 @@ from __future__ import annotations
 import copy
 import importlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -39,7 +38,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .affine import EPS, choose_qparams, fake_quantize
-from .calibration import calibrate, fake_quantize_weight, replace_modules
+from .calibration import (
+    calibrate,
+    fake_quantize_weight,
+    quantize_weights,
+    replace_modules,
+    weight_granularity,
+    weight_qparams,
+)
 from .granularity import Granularity
 from .observers import MinMaxObserver, MSEObserver
 from .packing import packed_numel
@@ -273,17 +279,16 @@ def make_benchmark(model: nn.Module) -> Benchmark:
 # ---------------------------------------------------------------- weights
 
 
-def _where(granularity: str | int) -> dict[str, int]:
-    """``axis``/``group_size`` for an ``(out, in)`` weight, from lesson 05's granularity names."""
-    if granularity == "tensor":
-        return {}
-    if granularity == "channel":
-        return {"axis": 0}
-    if isinstance(granularity, int) and not isinstance(granularity, bool) and granularity > 0:
-        return {"group_size": granularity}
-    raise ValueError(
-        f"granularity must be 'tensor', 'channel' or a positive group size, got {granularity!r}"
-    )
+def mse_observer(grid: int = MSE_GRID) -> Callable[..., MSEObserver]:
+    """The observer that picks MSE-clipped weight scales, for lesson 05's
+    :func:`~linquant_helpers.calibration.fake_quantize_weight` and
+    :func:`~linquant_helpers.calibration.quantize_weights` (``observer=``).
+
+    :class:`~linquant_helpers.observers.MSEObserver` with ``grid`` candidates. A
+    weight is known in full, so it keeps every value (up to ``1 << 24``; by
+    default an observer keeps a sample of a large tensor).
+    """
+    return partial(MSEObserver, grid=grid, max_samples=1 << 24)
 
 
 def mse_weight_scale(
@@ -295,57 +300,30 @@ def mse_weight_scale(
     that minimizes ``mean((fake_quantize(w) - w)^2)`` per tensor (``"tensor"``),
     per output channel (``"channel"``) or per group of ``g`` consecutive inputs
     (an int ``g``), chosen by lesson 05's :class:`~linquant_helpers.observers.MSEObserver`
-    (narrow codes, zero point 0). ``r = 1`` is the absmax scale of
-    :func:`~linquant_helpers.calibration.fake_quantize_weight`, so the MSE is never worse.
-
-    Per group, the observer sees ``w.reshape(-1, g)``: one row per group, in the
-    order of ``choose_qparams``' grouped view. Returns a float32 scale of the
-    shape ``choose_qparams`` gives: ``()``, ``(out,)`` or ``(out, in // g)``.
-    Raises ``ValueError`` for a bad ``granularity`` or a ``g`` that does not divide ``in``.
+    (:func:`mse_observer`, narrow codes, zero point 0) through
+    :func:`~linquant_helpers.calibration.weight_qparams`. ``r = 1`` is the absmax
+    scale of :func:`~linquant_helpers.calibration.fake_quantize_weight`, so the MSE
+    is never worse. Returns a float32 scale of the shape ``choose_qparams`` gives:
+    ``()``, ``(out,)`` or ``(out, in // g)``. Raises ``ValueError`` for a bad
+    ``granularity`` or a ``g`` that does not divide ``in``.
     """
-    where = _where(granularity)
-    shape = Granularity.of(w.shape, where.get("axis"), where.get("group_size")).qparam_shape
-    rows = w.detach().reshape(-1, granularity) if "group_size" in where else w.detach()
-    # A weight is known in full: keep every value (by default an observer keeps a sample).
-    observer = MSEObserver(
-        bits,
-        symmetric=True,
-        narrow=True,
-        axis=None if granularity == "tensor" else 0,
-        grid=grid,
-        max_samples=min(rows.numel(), 1 << 24),
-    )
-    observer.update(rows)
-    scale, _ = observer.qparams()
-    return scale.reshape(shape).to(w.device)
-
-
-def fake_quantize_weight_mse(
-    w: torch.Tensor, bits: int, granularity: str | int = "channel"
-) -> torch.Tensor:
-    """``s * clamp(round(w / s), -(2^(b-1)-1), 2^(b-1)-1)``, ``s`` from :func:`mse_weight_scale`.
-
-    The MSE-clipped twin of :func:`~linquant_helpers.calibration.fake_quantize_weight`;
-    same shape and dtype as ``w``. Errors as :func:`mse_weight_scale`.
-    """
-    scale = mse_weight_scale(w, bits, granularity)
-    return fake_quantize(w, scale, 0, bits, narrow=True, **_where(granularity))
+    where = weight_granularity(granularity)
+    Granularity.of(w.shape, where.get("axis"), where.get("group_size"))  # g must divide in
+    scale, _ = weight_qparams(w, bits, granularity, observer=mse_observer(grid))
+    return scale
 
 
 def quantize_weights_mse(
     model: nn.Module, bits: int, granularity: str | int = "channel"
 ) -> nn.Module:
-    """A copy of ``model`` whose ``nn.Linear`` weights are :func:`fake_quantize_weight_mse`-ed.
+    """A copy of ``model`` whose ``Linear``/``Conv2d`` weights get MSE-clipped scales.
 
-    :func:`~linquant_helpers.calibration.quantize_weights` with MSE clipping
-    instead of absmax scales. Biases, embeddings and LayerNorms stay float32;
-    ``model`` itself is not modified.
+    Lesson 05's :func:`~linquant_helpers.calibration.quantize_weights` with
+    ``observer=mse_observer()`` (:func:`mse_weight_scale`'s scales) instead of
+    absmax scales. Biases, embeddings and LayerNorms stay float32; ``model``
+    itself is not modified.
     """
-    quantized = copy.deepcopy(model)
-    with torch.no_grad():
-        for layer in linear_layers(quantized).values():
-            layer.weight.copy_(fake_quantize_weight_mse(layer.weight, bits, granularity))
-    return quantized
+    return quantize_weights(model, bits, granularity, observer=mse_observer())
 
 
 def quantized_weight_nbytes(
@@ -358,7 +336,7 @@ def quantized_weight_nbytes(
     codes need no zero point. Raises ``ValueError`` for ``bits`` not in
     (1, 2, 4, 8) and for a bad granularity.
     """
-    where = _where(granularity)
+    where = weight_granularity(granularity)
     g = Granularity.of(torch.Size(shape), where.get("axis"), where.get("group_size"))
     return packed_numel(g.shape.numel(), bits) + g.qparam_shape.numel() * scale_bytes
 

@@ -12,6 +12,7 @@ from linquant_helpers import (
     DigitsCNN,
     FakeQuantize,
     MinMaxObserver,
+    MSEObserver,
     PercentileObserver,
     calibrate,
     choose_qparams,
@@ -21,7 +22,12 @@ from linquant_helpers import (
     ptq,
     quantize_weights,
 )
-from linquant_helpers.calibration import QUANTIZABLE, quantizable_layers, run_with_hooks
+from linquant_helpers.calibration import (
+    QUANTIZABLE,
+    quantizable_layers,
+    run_with_hooks,
+    weight_qparams,
+)
 
 LAYERS = [
     "features.0.0",
@@ -77,6 +83,35 @@ def test_weight_granularities_against_one_channel_at_a_time(model, bits) -> None
     # 3x3 depthwise filters hold 9 weights: a group of 8 cannot cut them, so per-channel
     dw = model.features[1][0][0].weight.detach()
     assert torch.equal(fake_quantize_weight(dw, bits, 8), fake_quantize_weight(dw, bits, "channel"))
+
+
+@pytest.mark.parametrize("granularity", ["tensor", "channel", 8])
+def test_weight_observer_min_max_is_absmax_and_mse_is_one_block_at_a_time(
+    model, granularity
+) -> None:
+    w = model.features[2][1][0].weight.detach()  # pointwise conv, (64, 32, 1, 1)
+    absmax = fake_quantize_weight(w, 4, granularity)
+    assert torch.equal(fake_quantize_weight(w, 4, granularity, observer=MinMaxObserver), absmax)
+    scale, zero_point = weight_qparams(w, 4, granularity, observer=MSEObserver)
+    rows = w.reshape(64, 32)
+    blocks = {"tensor": rows.reshape(1, -1), "channel": rows, 8: rows.reshape(-1, 8)}[granularity]
+
+    def one(block: torch.Tensor) -> torch.Tensor:  # an observer that sees one block alone
+        obs = MSEObserver(4, symmetric=True, narrow=True)
+        obs.update(block)
+        return obs.qparams()[0]
+
+    assert scale.shape == {"tensor": (), "channel": (64,), 8: (64, 4)}[granularity]
+    assert torch.equal(scale, torch.stack([one(b) for b in blocks]).reshape(scale.shape))
+    assert not zero_point.any()
+    mse_weight = fake_quantize_weight(w, 4, granularity, observer=MSEObserver)
+    assert float((mse_weight - w).pow(2).sum()) <= float((absmax - w).pow(2).sum()) * (1 + 1e-6)
+    # a 3x3 depthwise filter (9 weights) cannot be cut into groups of 8: per channel
+    dw = model.features[1][0][0].weight.detach()
+    for observer in (None, MSEObserver):
+        by_group = weight_qparams(dw, 4, 8, observer=observer)
+        by_channel = weight_qparams(dw, 4, "channel", observer=observer)
+        assert all(torch.equal(a, b) for a, b in zip(by_group, by_channel, strict=True))
 
 
 def test_finer_granularity_has_smaller_error(model) -> None:
