@@ -10,11 +10,11 @@ import math
 
 import pytest
 import torch
-from solutions import lesson02 as sol
 
 from linquant_helpers import choose_qparams, fake_quantize, sqnr_db
 from linquant_helpers.exercises import lesson02 as ex
 from linquant_helpers.exercises.feedback import FAIL, PASS
+from solutions import lesson02 as sol
 
 
 def _asym(*, steps=lambda b: 2**b - 1, widen=True, rounding=round, sign=1):

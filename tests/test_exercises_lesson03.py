@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from solutions import lesson03 as sol
 from torch.ao.quantization import MinMaxObserver
 
 from linquant_helpers.exercises import lesson03 as ex
 from linquant_helpers.exercises.feedback import FAIL, PASS
+from solutions import lesson03 as sol
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*quantized tensor creation functions.*:UserWarning"

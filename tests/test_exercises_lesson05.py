@@ -10,11 +10,11 @@ import functools
 
 import pytest
 import torch
-from solutions import lesson05 as sol
 
 from linquant_helpers import PercentileObserver, fake_quantize, mse, ptq, qparams_from_range
 from linquant_helpers.exercises import lesson05 as ex
 from linquant_helpers.exercises.feedback import FAIL
+from solutions import lesson05 as sol
 
 # ---------------------------------------------------------------- per-channel min-max
 

@@ -10,10 +10,10 @@ import math
 
 import pytest
 import torch
-from solutions import lesson06 as sol
 
 from linquant_helpers.exercises import lesson06 as ex
 from linquant_helpers.exercises.feedback import FAIL, PASS
+from solutions import lesson06 as sol
 
 
 def _frexp_multiplier(rounding=round, sign=-1, carry=True, scaled=True):

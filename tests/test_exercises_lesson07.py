@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from solutions import lesson07 as sol
 
 from linquant_helpers.exercises import lesson07 as ex
 from linquant_helpers.exercises.feedback import FAIL, PASS
+from solutions import lesson07 as sol
 
 
 def test_packed_nbytes_by_hand() -> None:
