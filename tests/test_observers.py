@@ -262,6 +262,35 @@ def test_mse_observer_picks_each_channels_best_candidate() -> None:
     assert float(hi[2]) < 10.0  # the outlier is clipped
 
 
+def _group_errors(w: torch.Tensor, scale: torch.Tensor, g: int) -> torch.Tensor:
+    """Squared error of each group of ``g`` weights at its scale, float64."""
+    fq = fake_quantize(w, scale.reshape(w.shape[0], -1), 0, 4, narrow=True, group_size=g)
+    return ((fq.double() - w.double()) ** 2).reshape(-1, g).sum(dim=1)
+
+
+def test_mse_per_group_on_a_weight_with_many_groups_is_never_worse_than_absmax() -> None:
+    # Weight-like: heavy-tailed rows, 384 x 1536 in groups of 16 (36 864 groups, more
+    # values than MAX_SAMPLES). An observer that kept only MAX_SAMPLES // 36 864 = 7 values
+    # of each group would pick its clipping on those 7 and lose to absmax on the others.
+    g = torch.Generator().manual_seed(0)
+    u = torch.rand(384, 1536, generator=g) - 0.5
+    w = -0.02 * torch.sign(u) * torch.log1p(-2 * u.abs())  # Laplace
+    w[:, 99] *= 20  # an outlier column, as in the FC2 layers of notebook 07
+    groups = w.reshape(-1, 16)
+    obs = MSEObserver(4, symmetric=True, narrow=True, axis=0, grid=20)
+    obs.update(groups)
+    assert obs.samples.shape == groups.shape  # every value of every group is kept
+    mse_scale, _ = obs.qparams()
+    absmax, _ = choose_qparams(groups, 4, symmetric=True, narrow=True, axis=0)
+    ours, worst_case = _group_errors(w, mse_scale, 16), _group_errors(w, absmax, 16)
+    assert (ours <= worst_case * (1 + 1e-6)).all()
+    assert ours.sum() < 0.97 * worst_case.sum()  # and clipping pays overall
+    # an explicit max_samples is still a hard bound, shared by the groups
+    capped = MSEObserver(4, symmetric=True, narrow=True, axis=0, max_samples=1 << 18)
+    capped.update(groups)
+    assert capped.samples.shape == (groups.shape[0], (1 << 18) // groups.shape[0])
+
+
 def test_histogram_rows_counts_each_row_over_its_range() -> None:
     rows = torch.tensor([[0.0, 0.1, 0.9, 1.0], [-2.0, 2.0, 2.0, 0.5]])
     counts, centers = histogram_rows(rows, torch.tensor([0.0, -2.0]), torch.tensor([1.0, 2.0]), 4)
