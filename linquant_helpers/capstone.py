@@ -308,7 +308,8 @@ def mse_weight_scale(
     ``granularity`` or a ``g`` that does not divide ``in``.
     """
     where = weight_granularity(granularity)
-    Granularity.of(w.shape, where.get("axis"), where.get("group_size"))  # g must divide in
+    # Raises for a g that does not divide in (lesson 05 would fall back to per channel).
+    Granularity.of(w.shape, where.get("axis"), where.get("group_size"))
     scale, _ = weight_qparams(w, bits, granularity, observer=mse_observer(grid))
     return scale
 

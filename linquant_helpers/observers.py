@@ -334,10 +334,10 @@ class MSEObserver(_SampleObserver):
     On the sample: by default each channel keeps at least
     :data:`MIN_SAMPLES_PER_CHANNEL` values, so a weight observed per group
     (``w.reshape(-1, g)`` with ``axis=0``: many short rows) is seen whole, and
-    its per-group scales are never worse than absmax. An explicit ``max_samples``
-    is shared by the channels: too small, and each group's clipping is chosen on
-    a few of its values (see ``max_samples`` of the sample observers). Raises
-    ``ValueError`` for ``grid < 1`` or ``bins < 2``.
+    for ``g <= bins`` its per-group scales are never worse than absmax. An
+    explicit ``max_samples`` is shared by the channels: too small, and each
+    group's clipping is chosen on a few of its values. Raises ``ValueError`` for
+    ``grid < 1`` or ``bins < 2``.
     """
 
     def __init__(self, bits: int = 8, *, grid: int = 100, bins: int = 2048, **settings) -> None:
