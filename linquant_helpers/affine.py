@@ -202,9 +202,12 @@ def quantize(
     for rows in _row_blocks(xg):
         # zero_point + x * inv_scale, as one fused multiply-add (a single rounding).
         code = torch.addcmul(_take(zp, rows), xg[rows].float(), _take(inv_scale, rows))
-        if bool(code.isnan().any()):  # a NaN would silently become some integer
+        code = code.round_().clamp_(qmin, qmax)
+        # clamp keeps NaN, and the cast below would turn it into some integer;
+        # a max over the block is the cheapest test (the block is in cache).
+        if bool(code.amax().isnan()):
             raise ValueError("x contains NaN, which has no integer code; clean the input first")
-        q[rows] = code.round_().clamp_(qmin, qmax)
+        q[rows] = code
     return q.reshape(x.shape)
 
 
@@ -262,11 +265,13 @@ def _row_blocks(t: torch.Tensor) -> Iterator[slice]:
     the float temporaries in cache, which makes :func:`quantize` several times
     faster on large tensors and bounds its extra memory. Elsewhere one block.
     """
+    if t.numel() == 0:
+        return
     rows = t.shape[0]
     per_block = rows
-    if t.device.type == "cpu" and t.numel():
+    if t.device.type == "cpu":
         per_block = max(1, _BLOCK_ELEMENTS // (t.numel() // rows))
-    for start in range(0, rows, max(per_block, 1)):
+    for start in range(0, rows, per_block):
         yield slice(start, start + per_block)
 
 
