@@ -74,10 +74,11 @@ def unpack(
             f"(shape {tuple(shape)}) need {packed_numel(shape.numel(), bits)}"
         )
     per_byte = 8 // bits
-    shifts = torch.arange(per_byte, device=packed.device, dtype=torch.int32) * bits
-    codes = (packed.to(torch.int32).reshape(-1, 1) >> shifts) & (2**bits - 1)
-    codes = codes.reshape(-1)[: shape.numel()]
-    if signed:
-        codes = torch.where(codes >= 2 ** (bits - 1), codes - 2**bits, codes)
+    shifts = torch.arange(per_byte, device=packed.device, dtype=torch.uint8) * bits
+    codes = (packed.reshape(-1, 1) >> shifts) & (2**bits - 1)  # uint8 codes in [0, 2^bits)
     out_dtype = torch.uint8 if bits == 8 and not signed else torch.int8
-    return codes.to(out_dtype).reshape(shape)
+    codes = codes.reshape(-1)[: shape.numel()].to(out_dtype)  # 8 bits: the cast is two's complement
+    if signed and bits < 8:
+        # two's complement: a code with its top bit set stands for code - 2^bits
+        codes = codes - ((codes >> (bits - 1)) << bits)
+    return codes.reshape(shape)
