@@ -48,9 +48,11 @@ from .models import (
     DigitsCNN,
     DigitsData,
     accuracy,
+    digits_cnn,
     evaluate,
     fold_batchnorm,
     load_digits_data,
+    shipped_digits_cnn,
     train,
     trained_digits_model,
 )

@@ -8,22 +8,44 @@
   with a tqdm progress bar, and the test accuracy.
 * :func:`fold_batchnorm` - fold each BatchNorm into the convolution before it,
   as every deployment toolchain does before quantizing.
-* :func:`trained_digits_model` - all of the above in one call: trained, folded, eval mode.
+* :func:`shipped_digits_cnn` - the trained weights that ship with the package.
+* :func:`digits_cnn` / :func:`trained_digits_model` - the model of the lessons in
+  one call, with its data: the shipped weights (or a fresh training), in eval
+  mode; the second with its BatchNorms folded.
+
+Why ship weights: float sums in training round differently on different CPU
+instruction sets (AVX-512, AVX2, ARM), so the same seeded training gives a
+slightly different model on every kind of machine, and every number measured
+on it moves. Loading one file gives every learner the same model. Regenerate
+it with ``python -m linquant_helpers.models --retrain``.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 EPOCHS = 20
 """Training epochs of :func:`trained_digits_model`: about 98 % test accuracy in a few seconds."""
+
+SHIPPED_SEED = 0
+"""The seed (data split and training) of the shipped weights."""
+
+WEIGHTS_FILE = "digits_cnn.pt"
+"""The shipped ``state_dict`` of a trained, unfolded :class:`DigitsCNN` (in ``data/``)."""
+
+WEIGHTS_INFO_FILE = "digits_cnn.json"
+"""How the shipped weights were made: seed, epochs, test accuracy, torch version, CPU."""
 
 
 @contextmanager
@@ -266,16 +288,108 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return folded
 
 
-def trained_digits_model(
-    seed: int = 0, *, epochs: int = EPOCHS, progress: bool = True
-) -> tuple[nn.Module, DigitsData]:
-    """Load the data, train a :class:`DigitsCNN` with ``seed``, fold its BatchNorms.
+def _data_dir() -> Path:
+    return Path(str(resources.files("linquant_helpers") / "data"))
 
-    Returns ``(model, data)``: the folded model in eval mode, ready to quantize,
-    and the :class:`DigitsData` it was trained on.
+
+def shipped_weights_info() -> dict:
+    """How the shipped weights were made (``digits_cnn.json``): ``seed``, ``epochs``,
+    ``test_accuracy``, ``torch`` and ``cpu_capability`` of the machine that trained them."""
+    return json.loads((_data_dir() / WEIGHTS_INFO_FILE).read_text())
+
+
+def shipped_digits_cnn() -> DigitsCNN:
+    """The trained :class:`DigitsCNN` that ships with the package, unfolded, in eval mode.
+
+    Trained once by ``python -m linquant_helpers.models --retrain`` (seed
+    :data:`SHIPPED_SEED`, :data:`EPOCHS` epochs) and loaded with
+    ``torch.load(..., weights_only=True)``, which reads tensors only and never
+    runs code from the file. The same on every machine, unlike a fresh training.
+    """
+    state = torch.load(_data_dir() / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    model = DigitsCNN()
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def digits_cnn(
+    seed: int = SHIPPED_SEED,
+    *,
+    retrain: bool = False,
+    epochs: int = EPOCHS,
+    progress: bool = True,
+) -> tuple[DigitsCNN, DigitsData]:
+    """The trained digits CNN of lessons 04-07 (BatchNorms not folded) and its data.
+
+    With the defaults (``seed=0``, ``epochs=20``) it loads the shipped weights
+    (:func:`shipped_digits_cnn`): the same model on every machine. Any other
+    ``seed`` or ``epochs``, or ``retrain=True``, trains a fresh
+    :class:`DigitsCNN` instead (a few seconds; ``progress`` shows the bar),
+    whose weights depend on this machine's CPU in their last bits. Returns
+    ``(model, data)``: the model in eval mode and the :class:`DigitsData` split
+    with ``seed`` that it was trained on.
     """
     data = load_digits_data(seed)
-    torch.manual_seed(seed)
-    model = DigitsCNN()
-    train(model, data, epochs=epochs, seed=seed, progress=progress)
+    if retrain or seed != SHIPPED_SEED or epochs != EPOCHS:
+        torch.manual_seed(seed)
+        model = DigitsCNN()
+        train(model, data, epochs=epochs, seed=seed, progress=progress)
+    else:
+        model = shipped_digits_cnn()
+    return model, data
+
+
+def trained_digits_model(
+    seed: int = SHIPPED_SEED,
+    *,
+    retrain: bool = False,
+    epochs: int = EPOCHS,
+    progress: bool = True,
+) -> tuple[nn.Module, DigitsData]:
+    """:func:`digits_cnn` with its BatchNorms folded (:func:`fold_batchnorm`): ready to quantize.
+
+    Returns ``(model, data)``; the shipped weights unless ``retrain``, another
+    ``seed`` or other ``epochs`` ask for a fresh training (see :func:`digits_cnn`).
+    """
+    model, data = digits_cnn(seed, retrain=retrain, epochs=epochs, progress=progress)
     return fold_batchnorm(model), data
+
+
+def retrain_shipped_weights(folder: Path | None = None) -> dict:
+    """Train the shipped model again and write ``digits_cnn.pt`` and ``digits_cnn.json``.
+
+    Maintainers only: run it when :class:`DigitsCNN`, :func:`train` or the data
+    change, then re-execute the notebooks. Returns the written info dict.
+    """
+    folder = _data_dir() if folder is None else Path(folder)
+    data = load_digits_data(SHIPPED_SEED)
+    torch.manual_seed(SHIPPED_SEED)
+    model = DigitsCNN()
+    train(model, data, epochs=EPOCHS, seed=SHIPPED_SEED, progress=False)
+    info = {
+        "seed": SHIPPED_SEED,
+        "epochs": EPOCHS,
+        "test_accuracy": evaluate(model, data),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / WEIGHTS_FILE)
+    (folder / WEIGHTS_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m linquant_helpers.models [--retrain]``: show or regenerate the shipped weights."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--retrain", action="store_true", help="train again and overwrite them")
+    args = parser.parse_args(argv)
+    info = retrain_shipped_weights() if args.retrain else shipped_weights_info()
+    model, data = trained_digits_model()
+    print(json.dumps(info, indent=2))
+    print(f"shipped weights: test accuracy {evaluate(model, data):.2%} here")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
