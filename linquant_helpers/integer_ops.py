@@ -29,10 +29,23 @@ from __future__ import annotations
 import torch
 
 from .affine import code_dtype, qrange
-from .validation import as_scale, as_zero_point, check_int_tensor
+from .hardware import FLOAT32, INT_MM, int8_matmul_path
+from .validation import (
+    INT32_MAX,
+    as_scale,
+    as_zero_point,
+    check_finite,
+    check_float_tensor,
+    check_int_tensor,
+)
 
 Q31 = 31
 """``m0`` holds ``M0`` with 31 fractional bits: ``M0 = m0 / 2^31``."""
+
+MAX_K = (2**31 - 1) // 2**14
+"""131071: the most inputs an int32 accumulator takes without any risk of overflow. Each
+int8 x int8 product is at most ``2^14`` in magnitude ((-128) * (-128)), so a sum of ``K``
+of them fits an int32 only for ``K * 2^14 < 2^31``; a longer one could wrap around silently."""
 
 MIN_SHIFT, MAX_SHIFT = -30, 31
 """Allowed ``n``: the total right shift ``31 + n`` stays in ``[1, 62]`` bits, so the
@@ -134,9 +147,12 @@ def quantize_bias(
     stops at 16 bits). ``bias`` has shape ``(N,)``; ``weight_scale`` is a scalar or
     ``(N,)``. Returns an int32 tensor ``(N,)``.
 
-    Raises ``ValueError`` for scales that are not positive and finite, and for a
-    bias too large for int32 at this scale.
+    Raises ``ValueError`` for scales that are not positive and finite, a bias
+    holding NaN or infinity (the cast would turn NaN into the int32 minimum), and
+    a bias too large for int32 at this scale.
     """
+    bias = check_float_tensor(bias, "bias")
+    check_finite(bias, "bias")
     s = as_scale(input_scale, bias.device).double() * as_scale(weight_scale, bias.device).double()
     codes = torch.round(bias.double() / s)
     limit = 2**31 - 1
@@ -148,32 +164,52 @@ def quantize_bias(
     return codes.to(torch.int32)
 
 
+EXACT_FLOAT32_K = 1024
+"""Longest sum of int8 products that float32 holds exactly: ``1024 * 128^2 = 2^24``."""
+
+
 def _int_mm_supported(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether ``torch._int_mm`` takes these int8 matrices.
 
-    On the CPU (PyTorch 2.13) any shape works; on CUDA it needs more than 16 rows
-    and ``K``, ``N`` multiples of 8.
+    On the CPU any shape works; on CUDA it needs more than 16 rows and
+    ``K``, ``N`` multiples of 8.
     """
-    if not hasattr(torch, "_int_mm"):
-        return False
     if a.device.type == "cpu":
         return True
     m, k = a.shape
     return a.device.type == "cuda" and m > 16 and k % 8 == 0 and b.shape[1] % 8 == 0
 
 
-def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _float32_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact int8 ``a @ b`` with float32 matrix multiplies, :data:`EXACT_FLOAT32_K` terms at a time.
+
+    Every int8 product is at most ``2^14`` in magnitude, so a sum of 1024 of them,
+    and every partial sum on the way, is an integer below ``2^24``: float32
+    represents each exactly, whatever order the kernel adds in. Longer rows are
+    cut into chunks of 1024, and the exact chunk results are added in int32.
+    """
+    acc = None
+    for k0 in range(0, a.shape[1], EXACT_FLOAT32_K):
+        chunk = a[:, k0 : k0 + EXACT_FLOAT32_K].float() @ b[k0 : k0 + EXACT_FLOAT32_K].float()
+        acc = chunk.to(torch.int32) if acc is None else acc + chunk.to(torch.int32)
+    return acc
+
+
+def int8_matmul(a: torch.Tensor, b: torch.Tensor, *, path: str | None = None) -> torch.Tensor:
     """Exact ``a @ b`` of int8 matrices ``(M, K) @ (K, N)`` into an int32 ``(M, N)`` accumulator.
 
-    Uses ``torch._int_mm`` (an int8 GEMM kernel) when it accepts the shapes.
-    Otherwise it falls back to a float64 matmul, which is exact here: each
-    product is at most ``2^14`` in magnitude, so sums stay far below ``2^53``.
-    (An int32 ``torch.matmul`` also works on the CPU, but it has no fast kernel:
-    at 64 x 1024 x 1024 we measured it twice as slow as float32 and about 18
-    times slower than ``torch._int_mm``; on CUDA it is not implemented.)
+    Two paths give the same integers (``path=None`` picks
+    :func:`~linquant_helpers.hardware.int8_matmul_path` for the device):
 
-    Raises ``TypeError`` unless both are int8 and ``ValueError`` for shapes that
-    do not multiply.
+    * ``"int_mm"``: ``torch._int_mm``, an int8 GEMM kernel, fast on CPUs with VNNI
+      or AMX and on CUDA, taken only where it is exact (x86 CPUs without VNNI add
+      products in saturating 16-bit pairs, and there it is also slow);
+    * ``"float32"``: a float32 matmul on the codes, exact because every partial
+      sum is an integer below ``2^24`` (rows longer than 1024 are cut in chunks),
+      and as fast as a float32 layer.
+
+    Raises ``TypeError`` unless both are int8, ``ValueError`` for shapes that do
+    not multiply or an unknown ``path``.
     """
     for t, name in ((a, "a"), (b, "b")):
         if not isinstance(t, torch.Tensor) or t.dtype != torch.int8:
@@ -183,9 +219,12 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             f"a (M, K) and b (K, N) must be matrices that multiply, got {tuple(a.shape)} "
             f"and {tuple(b.shape)}"
         )
-    if _int_mm_supported(a, b):
+    path = int8_matmul_path(a.device) if path is None else path
+    if path not in (INT_MM, FLOAT32):
+        raise ValueError(f"path must be None, {INT_MM!r} or {FLOAT32!r}, got {path!r}")
+    if path == INT_MM and _int_mm_supported(a, b):
         return torch._int_mm(a, b)
-    return (a.double() @ b.double()).to(torch.int32)
+    return _float32_matmul(a, b)
 
 
 def weight_offset(
@@ -200,15 +239,36 @@ def weight_offset(
     ``weight_zero_point`` a scalar or ``(N,)``, ``input_zero_point`` a scalar and
     ``bias_q`` the int32 bias codes of :func:`quantize_bias` (or ``None``).
     Returns an int32 tensor ``(N,)``.
+
+    Raises ``ValueError`` for ``K`` above :data:`MAX_K` (the accumulator could
+    overflow int32) and for an offset that does not fit an int32.
     """
     q_w = check_int_tensor(q_w, "q_w")
-    k = q_w.shape[1]
-    z_x = torch.as_tensor(input_zero_point, device=q_w.device).to(torch.int32)
-    z_w = torch.as_tensor(weight_zero_point, device=q_w.device).to(torch.int32)
-    offset = k * z_x * z_w - z_x * q_w.sum(dim=1, dtype=torch.int32)
+    if q_w.ndim != 2:
+        raise ValueError(f"q_w must be an (N, K) matrix, got shape {tuple(q_w.shape)}")
+    k = check_accumulator_length(q_w.shape[1], "q_w")
+    z_x = as_zero_point(input_zero_point, q_w.device).to(torch.int64)
+    z_w = as_zero_point(weight_zero_point, q_w.device).to(torch.int64)
+    # in int64, then checked: a large bias plus the zero-point terms may not fit an int32
+    offset = k * z_x * z_w - z_x * q_w.sum(dim=1, dtype=torch.int64)
     if bias_q is not None:
-        offset = offset + bias_q.to(torch.int32)
+        offset = offset + check_int_tensor(bias_q, "bias_q").to(torch.int64)
+    if offset.numel() and int(offset.abs().max()) > INT32_MAX:
+        raise ValueError(
+            f"the accumulator offset b_q - z_x sum_k q_w + K z_x z_w does not fit an int32: "
+            f"got {int(offset.abs().max())}; the bias is too large for its scale s_x * s_w"
+        )
     return offset.to(torch.int32)
+
+
+def check_accumulator_length(k: int, name: str) -> int:
+    """``k``, the length ``K`` of the dot products, if ``K <= MAX_K``; else ``ValueError``."""
+    if k > MAX_K:
+        raise ValueError(
+            f"{name} has K = {k} inputs, more than the {MAX_K} an int32 accumulator holds "
+            f"without overflow (each int8 product reaches 2^14); split the layer's inputs"
+        )
+    return k
 
 
 def integer_linear(
@@ -223,9 +283,28 @@ def integer_linear(
     from :func:`weight_offset` (which holds the bias and the input zero point's
     terms). With symmetric weights (``z_w = 0``) the per-row sum is skipped.
     Returns int32 ``(M, N)``; equal to ``sum_k (q_x - z_x)(q_w - z_w) + b_q`` exactly.
+
+    Raises ``ValueError`` for ``K`` above :data:`MAX_K`, and for an accumulator
+    that does not fit an int32 (instead of letting it wrap around silently).
     """
-    acc = int8_matmul(q_x, q_w.t()) + offset
-    z_w = torch.as_tensor(weight_zero_point, device=q_x.device).to(torch.int32)
-    if bool((z_w != 0).any()):
-        acc = acc - z_w * q_x.sum(dim=1, keepdim=True, dtype=torch.int32)
-    return acc
+    q_x, q_w = check_int_tensor(q_x, "q_x"), check_int_tensor(q_w, "q_w")
+    offset = check_int_tensor(offset, "offset")
+    k = check_accumulator_length(q_w.shape[1] if q_w.ndim == 2 else 0, "q_w")
+    z_w = as_zero_point(weight_zero_point, q_x.device)
+    # |q_x q_w^T| <= K 2^14 and |z_w sum_k q_x| <= |z_w| K 2^7: a bound from shapes and the
+    # few offsets, so the usual case costs nothing; past it, exact int64 sums are checked.
+    worst = k * 2**14 + int(z_w.abs().max()) * k * 2**7
+    worst += int(offset.abs().max()) if offset.numel() else 0
+    if worst <= INT32_MAX:
+        acc = int8_matmul(q_x, q_w.t()) + offset
+        if bool((z_w != 0).any()):
+            acc = acc - z_w * q_x.sum(dim=1, keepdim=True, dtype=torch.int32)
+        return acc
+    acc = int8_matmul(q_x, q_w.t()).to(torch.int64) + offset.to(torch.int64)
+    acc = acc - z_w.to(torch.int64) * q_x.sum(dim=1, keepdim=True, dtype=torch.int64)
+    if acc.numel() and int(acc.abs().max()) > INT32_MAX:
+        raise ValueError(
+            f"the accumulator does not fit an int32: got {int(acc.abs().max())} > {INT32_MAX}; "
+            "the offset (bias) is too large for its scale s_x * s_w"
+        )
+    return acc.to(torch.int32)

@@ -144,12 +144,20 @@ def test_w8a8_within_one_output_step_of_float_reference() -> None:
 
 
 def test_w8a8_matches_pytorch_static_int8_linear() -> None:
-    """fbgemm's quantized Linear (uint8 activations, per-channel int8 weights) as the oracle."""
+    """fbgemm's quantized Linear (uint8 activations, per-channel int8 weights) as the oracle.
+
+    The activations use 7 bits, as PyTorch's x86 config does (``reduce_range``):
+    its uint8 codes stay in ``[0, 127]``. On CPUs without VNNI, fbgemm adds
+    uint8 x int8 products in pairs into a saturating int16, and
+    ``2 * 127 * 128 = 32512`` fits it while ``2 * 255 * 127`` does not; with
+    7-bit activations the oracle is exact on every x86 CPU.
+    """
     linear = make_linear(128, 48)
     x = inputs(64, 128) * 2
-    layer = W8A8Linear.from_float(linear, (0.03, -5), (0.05, 3))
-    q_x = quantize(x, 0.03, -5)
-    ours = layer.forward_int(q_x)
+    x_scale, x_zero_point = 0.03, 64 - 128  # uint8 zero point 64, as an int8 code
+    layer = W8A8Linear.from_float(linear, (x_scale, x_zero_point), (0.05, 3))
+    q_u7 = quantize(x, x_scale, 64, 7, signed=False)  # reduce_range: codes 0..127
+    ours = layer.forward_int((q_u7.int() - 128).to(torch.int8))
 
     oracle = torch.ao.nn.quantized.Linear(128, 48)
     w_q = torch.quantize_per_channel(
@@ -161,11 +169,12 @@ def test_w8a8_matches_pytorch_static_int8_linear() -> None:
     )
     oracle.set_weight_bias(w_q, linear.bias.detach())
     oracle.scale, oracle.zero_point = 0.05, 3 + 128  # uint8 codes are int8 codes + 128
-    x_u8 = torch._make_per_tensor_quantized_tensor((q_x.int() + 128).to(torch.uint8), 0.03, 123)
+    x_u8 = torch._make_per_tensor_quantized_tensor(q_u7.to(torch.uint8), x_scale, 64)
     expected = oracle(x_u8).int_repr().int() - 128
     diff = (expected - ours.int()).abs()
     assert int(diff.max()) <= 1  # fbgemm rounds its float bias and multiplier differently
     assert float((diff == 0).float().mean()) > 0.99
+    assert int(q_u7.max()) > 100 and int(q_u7.min()) < 20  # the 7-bit range is used
 
 
 def test_w8a8_forward_int_is_integer_only_composition() -> None:

@@ -1,0 +1,137 @@
+"""What this machine's CPU and PyTorch build do with integers: features, kernels, rounding.
+
+Quantized arithmetic is the part of PyTorch that differs most between
+machines, so the lessons ask the machine instead of assuming:
+
+* :func:`cpu_features` - the instruction sets that decide int8 speed: AVX-512,
+  VNNI (one instruction multiplies four int8 pairs and adds them into an int32
+  lane), AMX tiles, ARM's dot-product instructions.
+* :func:`int_mm_is_exact` / :func:`int8_matmul_path` - whether ``torch._int_mm``
+  gives the exact int32 result here, and which path
+  :func:`~linquant_helpers.integer_ops.int8_matmul` therefore takes. Without
+  VNNI, x86 int8 kernels multiply unsigned 8-bit by signed 8-bit codes and add
+  the products in pairs into a *saturating* int16 (``vpmaddubsw``): two products
+  of 255 x 127 overflow it. That is why PyTorch's x86 quantization config
+  keeps activations to 7 bits (``reduce_range=True``).
+* :func:`zero_point_rounding_order` - whether ``torch.quantize_per_tensor``
+  adds the zero point before rounding (x86, FBGEMM) or after (ARM).
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
+
+import torch
+
+INT_MM, FLOAT32 = "int_mm", "float32"
+"""The two paths of :func:`~linquant_helpers.integer_ops.int8_matmul`."""
+
+
+def _cpuinfo_flags() -> set[str]:
+    """The CPU flags of ``/proc/cpuinfo`` (Linux); empty elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86 / ARM
+            return set(value.split())
+    return set()
+
+
+def _torch_cpu_probe(name: str) -> bool:
+    """``torch.cpu._is_<name>_supported()`` where this PyTorch has it, else False."""
+    probe = getattr(torch.cpu, f"_is_{name}_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
+@functools.cache
+def cpu_features() -> dict[str, str | bool]:
+    """The CPU features that decide how fast (and how) int8 kernels run here.
+
+    Keys: ``machine`` (``platform.machine()``), ``capability`` (the vector
+    instruction set PyTorch's own kernels use, ``torch.backends.cpu.get_cpu_capability()``;
+    ``ATEN_CPU_CAPABILITY`` lowers it), and booleans ``avx512``, ``vnni``
+    (AVX-512 VNNI or AVX-VNNI: int8 dot products into int32 in one instruction),
+    ``amx`` (Intel AMX tiles) and ``arm_dotprod`` (ARM ``SDOT``/``UDOT``; every
+    Apple Silicon chip has it).
+    """
+    machine = platform.machine().lower()
+    flags = _cpuinfo_flags()
+    is_arm = machine in ("arm64", "aarch64")
+    return {
+        "machine": machine,
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "avx512": _torch_cpu_probe("avx512"),
+        "vnni": _torch_cpu_probe("vnni"),
+        "amx": _torch_cpu_probe("amx_tile"),
+        "arm_dotprod": is_arm and ("asimddp" in flags or platform.system() == "Darwin"),
+    }
+
+
+def describe_cpu() -> str:
+    """One line for a lesson or a benchmark: the machine and its int8-relevant features."""
+    f = cpu_features()
+    present = [name for name in ("avx512", "vnni", "amx", "arm_dotprod") if f[name]]
+    return (
+        f"{f['machine']}, PyTorch kernels: {f['capability']}, "
+        f"int8 features: {', '.join(present) if present else 'none'}"
+    )
+
+
+@functools.cache
+def int_mm_is_exact(device: str = "cpu") -> bool:
+    """Whether ``torch._int_mm`` returns the exact int32 product on ``device``.
+
+    Probes it once with the worst case for a saturating kernel: int8 codes of
+    -128 and 127 (as unsigned codes, 0 and 255), where every pair of products
+    overflows an int16. False where ``torch._int_mm`` is missing, fails, or is
+    wrong (seen with x86 kernels that lack VNNI).
+    """
+    if not hasattr(torch, "_int_mm"):
+        return False
+    gen = torch.Generator().manual_seed(0)
+    a = torch.where(torch.rand(32, 64, generator=gen) < 0.5, 127, -128).to(torch.int8)
+    b = torch.where(torch.rand(64, 32, generator=gen) < 0.5, 127, -128).to(torch.int8)
+    a[0], b[:, 0] = 127, 127  # at least one row and column of the largest sums
+    try:
+        got = torch._int_mm(a.to(device), b.to(device)).cpu()
+    except (RuntimeError, NotImplementedError):
+        return False
+    return torch.equal(got, (a.double() @ b.double()).to(torch.int32))
+
+
+def int8_matmul_path(device: torch.device | str = "cpu") -> str:
+    """The path :func:`~linquant_helpers.integer_ops.int8_matmul` takes on ``device``.
+
+    :data:`INT_MM` (``torch._int_mm``) on CUDA and on CPUs with VNNI or AMX, where
+    it is fast, and only if :func:`int_mm_is_exact` there; otherwise
+    :data:`FLOAT32`, an exact float32 matrix multiply on the integer codes
+    (see ``int8_matmul``), which runs at float32 speed. Both give the same integers.
+    """
+    kind = torch.device(device).type
+    fast = kind == "cuda" or (kind == "cpu" and (cpu_features()["vnni"] or cpu_features()["amx"]))
+    return INT_MM if fast and int_mm_is_exact(kind) else FLOAT32
+
+
+@functools.cache
+def zero_point_rounding_order() -> str:
+    """How this PyTorch's ``torch.quantize_per_tensor`` combines rounding and the zero point.
+
+    ``"add, then round"``: ``q = round(x / s + z)``, FBGEMM's order on x86 and the
+    order of :func:`~linquant_helpers.affine.quantize`. ``"round, then add"``:
+    ``q = round(x / s) + z``, the order of the kernels PyTorch uses on ARM. Found
+    by quantizing an exact tie, ``x / s = 0.5`` with ``z = 1``: 2 or 1.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the quantized dtypes are deprecated; a probe only
+        code = torch.quantize_per_tensor(torch.tensor([0.25]), 0.5, 1, torch.quint8).int_repr()
+    return "add, then round" if int(code) == 2 else "round, then add"

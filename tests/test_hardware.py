@@ -1,0 +1,60 @@
+"""What the machine reports, and the int8 matmul paths it chooses between."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from linquant_helpers import hardware
+from linquant_helpers.integer_ops import EXACT_FLOAT32_K, int8_matmul
+
+
+def test_cpu_features_are_typed_and_described() -> None:
+    features = hardware.cpu_features()
+    assert set(features) == {"machine", "capability", "avx512", "vnni", "amx", "arm_dotprod"}
+    assert all(isinstance(features[k], bool) for k in ("avx512", "vnni", "amx", "arm_dotprod"))
+    assert features["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert features["machine"] in hardware.describe_cpu()
+
+
+def test_path_is_int_mm_only_where_it_is_exact() -> None:
+    path = hardware.int8_matmul_path("cpu")
+    assert path in (hardware.INT_MM, hardware.FLOAT32)
+    if path == hardware.INT_MM:
+        assert hardware.int_mm_is_exact("cpu")
+
+
+@pytest.mark.parametrize("k", [1, 9, EXACT_FLOAT32_K, EXACT_FLOAT32_K + 1, 2500])
+@pytest.mark.parametrize("path", [None, hardware.FLOAT32, hardware.INT_MM])
+def test_both_paths_are_exact(k: int, path: str | None) -> None:
+    gen = torch.Generator().manual_seed(k)
+    a = torch.randint(-128, 128, (6, k), generator=gen, dtype=torch.int8)
+    b = torch.randint(-128, 128, (k, 5), generator=gen, dtype=torch.int8)
+    if path == hardware.INT_MM and not hardware.int_mm_is_exact("cpu"):
+        pytest.skip("torch._int_mm is not exact on this CPU (no VNNI): the float32 path is used")
+    expected = (a.double() @ b.double()).to(torch.int32)  # exact: sums far below 2^53
+    assert torch.equal(int8_matmul(a, b, path=path), expected)
+
+
+def test_float32_path_is_exact_at_the_largest_sums() -> None:
+    """-128 * -128 = 2^14 everywhere: each 1024-term chunk sums to exactly 2^24."""
+    k = 3 * EXACT_FLOAT32_K
+    a = torch.full((2, k), -128, dtype=torch.int8)
+    b = torch.full((k, 3), -128, dtype=torch.int8)
+    assert torch.equal(int8_matmul(a, b, path=hardware.FLOAT32), torch.full((2, 3), k * 2**14))
+    b[::2] = 127  # alternating signs: partial sums rise and fall
+    expected = (a.double() @ b.double()).to(torch.int32)
+    assert torch.equal(int8_matmul(a, b, path=hardware.FLOAT32), expected)
+
+
+def test_unknown_path_is_refused() -> None:
+    a = torch.zeros(2, 2, dtype=torch.int8)
+    with pytest.raises(ValueError, match="path"):
+        int8_matmul(a, a, path="fast")
+
+
+def test_zero_point_rounding_order_matches_torch_at_a_tie() -> None:
+    order = hardware.zero_point_rounding_order()
+    assert order in ("add, then round", "round, then add")
+    code = int(torch.quantize_per_tensor(torch.tensor([0.25]), 0.5, 1, torch.quint8).int_repr())
+    assert code == (2 if order == "add, then round" else 1)
