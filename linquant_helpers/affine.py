@@ -24,6 +24,8 @@ from .validation import (
     check_finite,
     check_float_tensor,
     check_int_tensor,
+    check_real,
+    check_tensor,
 )
 
 EPS = torch.finfo(torch.float32).eps
@@ -92,12 +94,18 @@ def qparams_from_range(
       ``zero_point = clamp(qmin - round(min_neg / scale), qmin, qmax)``.
 
     The scale is never below ``eps``. These are the formulas, in float32, of
-    PyTorch's ``MinMaxObserver.calculate_qparams``. Returns float32 ``scale`` and
-    int32 ``zero_point`` of the shape of ``min_val``.
+    PyTorch's ``MinMaxObserver.calculate_qparams``. ``min_val``/``max_val`` are
+    real tensors or Python numbers. Returns float32 ``scale`` and int32
+    ``zero_point`` of the shape of ``min_val``.
+
+    Raises ``TypeError`` for non-real ``min_val``/``max_val``/``eps``, and
+    ``ValueError`` for NaN or infinite ends (they have no scale) and for a range
+    too wide for a finite float32 scale.
     """
     qmin, qmax = qrange(bits, signed=signed, narrow=narrow)
-    if not eps > 0:
+    if not check_real(eps, "eps") > 0:
         raise ValueError(f"eps must be positive, got {eps}")
+    min_val, max_val = _range_end(min_val, "min_val"), _range_end(max_val, "max_val")
     min_neg = torch.clamp(min_val.float(), max=0.0)
     max_pos = torch.clamp(max_val.float(), min=0.0)
     if symmetric:
@@ -107,7 +115,34 @@ def qparams_from_range(
     else:
         scale = torch.clamp((max_pos - min_neg) / (qmax - qmin), min=eps)
         zero_point = torch.clamp(qmin - torch.round(min_neg / scale), qmin, qmax).to(torch.int32)
+    if not bool(torch.isfinite(scale).all()):  # e.g. [-3e38, 3e38]: max - min overflows float32
+        raise ValueError(
+            f"the range [min_val, max_val] is too wide for a float32 scale: got "
+            f"[{float(min_neg.min()):g}, {float(max_pos.max()):g}] with {bits} bits"
+        )
     return scale, zero_point
+
+
+def _check_float32_range(x_min: torch.Tensor, x_max: torch.Tensor) -> None:
+    """Raise if float64 data reach beyond float32 (their min/max would become infinite)."""
+    big = torch.finfo(torch.float32).max
+    largest = max(-float(x_min.min()), float(x_max.max()))
+    if largest > big:
+        raise ValueError(
+            f"x holds values beyond the float32 range of the qparams: max |x| = {largest:g} "
+            f"> {big:g}; rescale x first"
+        )
+
+
+def _range_end(v: object, name: str) -> torch.Tensor:
+    """``min_val``/``max_val`` as a real tensor (Python numbers accepted), checked finite."""
+    if not isinstance(v, torch.Tensor):
+        v = torch.tensor(check_real(v, name))
+    v = check_tensor(v, name)
+    if v.is_complex() or v.dtype == torch.bool:
+        raise TypeError(f"{name} must be a real tensor or number, got dtype {v.dtype}")
+    check_finite(v, name)
+    return v
 
 
 def choose_qparams(
@@ -129,7 +164,9 @@ def choose_qparams(
     ``(x.shape[axis],)`` or ``x.shape[:-1] + (x.shape[-1] // group_size,)``.
 
     Raises ``ValueError`` for an empty ``x`` or one holding NaN or infinity,
-    and for a bad ``bits``, ``axis`` or ``group_size``.
+    values beyond the float32 range (float64 input: the qparams are float32),
+    a range too wide for a finite float32 scale, and for a bad ``bits``,
+    ``axis`` or ``group_size``.
     """
     x = check_float_tensor(x)
     if x.numel() == 0:
@@ -143,6 +180,8 @@ def choose_qparams(
     # without torch.isfinite(x)'s extra passes and temporaries of x's size.
     check_finite(x_min, "x")
     check_finite(x_max, "x")
+    if x.dtype == torch.float64:  # the only dtype that can reach beyond float32
+        _check_float32_range(x_min, x_max)
     return qparams_from_range(
         x_min,
         x_max,
@@ -251,11 +290,20 @@ def fake_quantize(
     The float values a quantized model really computes with ("simulated
     quantization"); equal to ``dequantize(quantize(x, ...), ...)`` for float32
     input. Arguments and errors as :func:`quantize`.
+
+    For fp16/bf16 ``x`` the float32 result is clamped to the dtype's finite range
+    before the cast: a range that spans fp16's +-65504 has end codes that
+    dequantize slightly beyond it (-65761 for 8 bits), which the cast would turn
+    into -inf; they become -65504 instead, the nearest value the dtype holds.
     """
     q = quantize(
         x, scale, zero_point, bits, signed=signed, narrow=narrow, axis=axis, group_size=group_size
     )
-    return dequantize(q, scale, zero_point, axis=axis, group_size=group_size).to(x.dtype)
+    x_hat = dequantize(q, scale, zero_point, axis=axis, group_size=group_size)
+    if x.dtype != x_hat.dtype and torch.finfo(x.dtype).max < torch.finfo(x_hat.dtype).max:
+        info = torch.finfo(x.dtype)
+        x_hat = x_hat.clamp_(info.min, info.max)
+    return x_hat.to(x.dtype)
 
 
 def _row_blocks(t: torch.Tensor) -> Iterator[slice]:

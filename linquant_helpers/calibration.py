@@ -25,10 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .affine import choose_qparams, fake_quantize
+from .affine import choose_qparams, fake_quantize, qrange
 from .granularity import Granularity
 from .models import single_threaded
 from .observers import MinMaxObserver, Observer
+from .validation import as_scale, as_zero_point, check_float_tensor
 
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
 """The layers whose weights and inputs are quantized."""
@@ -87,6 +88,7 @@ def weight_qparams(
     large weight.) Returns a float32 scale and an int32 zero point of shape ``()``,
     ``(out,)`` or ``(out, rest // g)``. Raises as :func:`fake_quantize_weight`.
     """
+    w = check_float_tensor(w, "w")
     rows, where = _weight_view(w.detach(), granularity)
     if observer is None:
         return choose_qparams(rows, bits, symmetric=symmetric, narrow=narrow, **where)
@@ -124,6 +126,7 @@ def fake_quantize_weight(
     Returns a tensor of ``w``'s shape, dtype and device. Raises ``ValueError``
     for a bad ``granularity`` and as :func:`choose_qparams` does.
     """
+    w = check_float_tensor(w, "w")
     rows, where = _weight_view(w.detach(), granularity)
     scale, zero_point = weight_qparams(
         w, bits, granularity, symmetric=symmetric, narrow=narrow, observer=observer
@@ -150,13 +153,17 @@ class FakeQuantize(nn.Module):
     """Fake-quantize its input with fixed qparams: ``scale * (quantize(x) - zero_point)``.
 
     Placed in front of a layer, it makes the layer compute on quantized
-    activations. ``scale``/``zero_point`` are buffers (saved with the model).
+    activations. ``scale``/``zero_point`` are buffers (saved with the model):
+    tensors, or Python numbers for one pair. Raises ``TypeError``/``ValueError``
+    at construction, as :func:`~linquant_helpers.affine.quantize` would, for bad
+    ``bits``/``signed``/``narrow``, a scale that is not positive and finite or a
+    zero point outside ``[qmin, qmax]``.
     """
 
     def __init__(
         self,
-        scale: torch.Tensor,
-        zero_point: torch.Tensor,
+        scale: torch.Tensor | float,
+        zero_point: torch.Tensor | int,
         bits: int = 8,
         *,
         signed: bool = False,
@@ -164,8 +171,14 @@ class FakeQuantize(nn.Module):
         axis: int | None = None,
     ) -> None:
         super().__init__()
-        self.register_buffer("scale", scale.detach().clone())
-        self.register_buffer("zero_point", zero_point.detach().clone())
+        qmin, qmax = qrange(bits, signed=signed, narrow=narrow)
+        if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
+            raise TypeError(f"axis must be an int or None, got {axis!r}")
+        device = scale.device if isinstance(scale, torch.Tensor) else torch.device("cpu")
+        as_scale(scale, device)  # checks only: the buffers keep the dtype they were given
+        as_zero_point(zero_point, device, qmin, qmax)
+        self.register_buffer("scale", torch.as_tensor(scale).detach().clone())
+        self.register_buffer("zero_point", torch.as_tensor(zero_point).detach().clone())
         self.bits, self.signed, self.narrow, self.axis = bits, signed, narrow, axis
 
     @classmethod

@@ -37,6 +37,8 @@ from .validation import (
     check_finite,
     check_float_tensor,
     check_int_tensor,
+    check_real,
+    check_tensor,
 )
 
 Q31 = 31
@@ -71,6 +73,12 @@ def quantize_multiplier(multiplier: torch.Tensor | float) -> tuple[torch.Tensor,
     """
     if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float, torch.Tensor)):
         raise TypeError(f"multiplier must be a float or a tensor, got {type(multiplier).__name__}")
+    if isinstance(multiplier, torch.Tensor):
+        check_tensor(multiplier, "multiplier")
+        if multiplier.is_complex() or multiplier.dtype == torch.bool:
+            raise TypeError(f"multiplier must be a real tensor, got dtype {multiplier.dtype}")
+    elif isinstance(multiplier, int):  # a huge int would overflow inside torch.as_tensor
+        multiplier = check_real(multiplier, "multiplier")
     m = torch.as_tensor(multiplier, dtype=torch.float64)
     if bool((~torch.isfinite(m) | (m <= 0)).any()):
         raise ValueError(f"multiplier must be positive and finite, got {m.flatten().tolist()[:4]}")
@@ -153,7 +161,8 @@ def quantize_bias(
     """
     bias = check_float_tensor(bias, "bias")
     check_finite(bias, "bias")
-    s = as_scale(input_scale, bias.device).double() * as_scale(weight_scale, bias.device).double()
+    s_x = as_scale(input_scale, bias.device, "input_scale").double()
+    s = s_x * as_scale(weight_scale, bias.device, "weight_scale").double()
     codes = torch.round(bias.double() / s)
     limit = 2**31 - 1
     if codes.numel() and float(codes.abs().max()) > limit:

@@ -29,6 +29,7 @@ from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 from .affine import dequantize, quantize
 from .calibration import replace_modules, run_with_hooks
 from .integer_ops import (
+    check_accumulator_length,
     integer_linear,
     quantize_bias,
     quantize_multiplier,
@@ -51,6 +52,7 @@ def quantize_linear_weight(
     ``s = max|w| / (2^(b-1) - 1)`` per output channel (``axis=0``), or per group of
     ``group_size`` input features. Codes are int8 in ``[-(2^(b-1) - 1), 2^(b-1) - 1]``.
     """
+    weight = check_float_tensor(weight, "weight")
     settings = dict(axis=None, group_size=group_size) if group_size else dict(axis=0)
     return quantize_tensor(weight.detach().float(), bits, symmetric=True, narrow=True, **settings)
 
@@ -275,22 +277,34 @@ class W8A8Linear(_QuantizedLinear):
         Computes every weight-only term once: the int32 bias ``round(b / (s_x s_w))``,
         ``offset`` and the fixed-point multipliers ``M = s_x s_w / s_y``.
 
-        Raises ``TypeError``/``ValueError`` for bad qparams, and ``ValueError``
-        from :func:`~linquant_helpers.integer_ops.quantize_multiplier` if a
+        An all-zero (pruned) output row gets the weight scale ``s_y / s_x`` (its
+        codes are 0 at any scale): its multiplier is 1 and its bias is stored as
+        ``round(b / s_y)``, where the absmax scale ``EPS`` would overflow int32.
+
+        Raises ``TypeError``/``ValueError`` for bad qparams, a NaN or infinite
+        bias, ``in_features`` above :data:`~linquant_helpers.integer_ops.MAX_K`
+        (the int32 accumulator could overflow), and ``ValueError`` from
+        :func:`~linquant_helpers.integer_ops.quantize_multiplier` if a
         multiplier is out of its range.
         """
         linear = _check_linear(linear)
+        check_accumulator_length(linear.in_features, "linear")
         s_x, z_x = _activation_qparams(input_qparams, "input_qparams")
         s_y, z_y = _activation_qparams(output_qparams, "output_qparams")
         qw = quantize_linear_weight(linear.weight, 8)
+        # An all-zero (pruned) row has codes 0 at any scale, and its absmax scale is EPS, so
+        # its bias would need codes of b / (s_x EPS), beyond int32. Give it s_w = s_y / s_x
+        # instead: M = 1 and the bias is held at the output's own resolution, b / s_y.
+        w_scale = qw.scale.cpu()
+        w_scale = torch.where((qw.q == 0).all(dim=1).cpu(), s_y / s_x, w_scale)
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None)
         bias_q = None
         if linear.bias is not None:
-            bias_q = quantize_bias(linear.bias.detach().cpu(), s_x, qw.scale.cpu())
+            bias_q = quantize_bias(linear.bias.detach().float().cpu(), s_x, w_scale)
             layer.bias_q.copy_(bias_q)
-        m0, shift = quantize_multiplier(s_x.double() * qw.scale.cpu().double() / s_y.double())
+        m0, shift = quantize_multiplier(s_x.double() * w_scale.double() / s_y.double())
         layer.weight_q.copy_(qw.q)
-        layer.weight_scale.copy_(qw.scale)
+        layer.weight_scale.copy_(w_scale)
         layer.input_scale.copy_(s_x)
         layer.input_zero_point.copy_(z_x)
         layer.output_scale.copy_(s_y)

@@ -9,11 +9,14 @@ import math
 
 import torch
 
+from .validation import check_tensor
+
 
 def _pair(x: torch.Tensor, y: torch.Tensor, names: tuple[str, str]) -> tuple[torch.Tensor, ...]:
     for t, name in zip((x, y), names, strict=True):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        check_tensor(t, name)
+        if t.is_complex():
+            raise TypeError(f"{name} must be a real tensor, got dtype {t.dtype}")
     if x.shape != y.shape:
         raise ValueError(
             f"{names[0]} and {names[1]} must have the same shape, "

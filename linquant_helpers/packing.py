@@ -10,11 +10,9 @@ weights are stored two per byte. Code ``i`` of a byte sits at bit offset
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from .validation import check_int_tensor
+from .validation import check_int, check_int_tensor
 
 PACKABLE_BITS = (1, 2, 4, 8)
 
@@ -26,8 +24,12 @@ def _check_pack_bits(bits: object) -> int:
 
 
 def packed_numel(numel: int, bits: int) -> int:
-    """Bytes needed for ``numel`` codes of ``bits`` bits: ``ceil(numel * bits / 8)``."""
-    return math.ceil(numel * _check_pack_bits(bits) / 8)
+    """Bytes needed for ``numel`` codes of ``bits`` bits: ``ceil(numel * bits / 8)``.
+
+    Raises ``TypeError`` for a ``numel`` that is not an int, ``ValueError`` for a negative one.
+    """
+    check_int(numel, "numel", low=0)
+    return -(-numel * _check_pack_bits(bits) // 8)  # exact integer ceil, even past 2^53
 
 
 def pack(q: torch.Tensor, bits: int, *, signed: bool = False) -> torch.Tensor:
@@ -67,6 +69,12 @@ def unpack(
     if packed.dtype != torch.uint8:
         raise TypeError(f"packed must be a uint8 tensor, got dtype {packed.dtype}")
     _check_pack_bits(bits)
+    if not isinstance(shape, (tuple, list, torch.Size)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) for d in shape
+    ):
+        raise TypeError(f"shape must be a tuple of ints, got {shape!r}")
+    if not all(0 <= d < 2**63 for d in shape):
+        raise ValueError(f"shape must hold sizes in [0, 2^63), got {tuple(shape)}")
     shape = torch.Size(shape)
     if packed.numel() != packed_numel(shape.numel(), bits):
         raise ValueError(

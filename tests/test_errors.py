@@ -364,3 +364,227 @@ def test_quantize_rejects_nan_instead_of_inventing_a_code(axis: int | None) -> N
 def test_quantize_clamps_infinities() -> None:
     q = quantize(torch.tensor([INF, -INF]), 0.1)
     assert q.tolist() == [127, -128]
+
+
+# --- issue 11: silent wrong values become clear errors or correct results ------------------
+
+
+def test_qparams_from_range_nan_is_an_error_not_zero_point_int32_min():
+    _raises(ValueError, "min_val must be finite, but it contains NaN",
+            qparams_from_range, torch.tensor(NAN), torch.tensor(1.0))  # fmt: skip
+    _raises(ValueError, "max_val must be finite, but it contains infinity",
+            qparams_from_range, torch.tensor(-1.0), torch.tensor(INF))  # fmt: skip
+
+
+def test_qparams_from_range_takes_python_floats():
+    ours = qparams_from_range(-1.5, 2.0, 8)
+    ref = qparams_from_range(torch.tensor(-1.5), torch.tensor(2.0), 8)
+    assert all(torch.equal(a, b) for a, b in zip(ours, ref, strict=True))
+    _raises(TypeError, "min_val must be a real number, got '1'", qparams_from_range, "1", 2.0)
+
+
+def test_a_range_too_wide_for_float32_is_an_error_not_scale_inf():
+    _raises(ValueError, "too wide for a float32 scale", qparams_from_range, -3e38, 3e38)
+    wide = torch.tensor([-3e38, 3e38])  # finite float32 data, but max - min overflows
+    _raises(ValueError, "too wide for a float32 scale", choose_qparams, wide)
+    beyond = torch.tensor([-1e300, 1e300], dtype=torch.float64)
+    _raises(ValueError, "x holds values beyond the float32 range", choose_qparams, beyond)
+
+
+def test_fake_quantize_fp16_spanning_its_whole_range_stays_finite():
+    x = torch.tensor([-65504.0, -1.0, 0.0, 65504.0], dtype=torch.float16)
+    scale, zero_point = choose_qparams(x)
+    out = fake_quantize(x, scale, zero_point)
+    assert torch.isfinite(out).all()
+    # the float32 result, clamped to fp16's range, then cast: nothing else changes
+    ref = dequantize(quantize(x, scale, zero_point), scale, zero_point)
+    assert torch.equal(out, ref.clamp(-65504, 65504).half())
+
+
+def test_a_subnormal_scale_blames_the_scale_not_x():
+    msg = "scale must be at least 2.94e-39 so that 1 / scale is finite in float32"
+    _raises(ValueError, msg, quantize, torch.zeros(3), 1e-40)
+    _raises(ValueError, msg, quantize, X, torch.full((4,), 2e-39), axis=0)
+    assert quantize(torch.zeros(3), 3e-39).tolist() == [0, 0, 0]  # just above: fine
+
+
+def test_packed_numel_of_a_negative_count():
+    _raises(ValueError, "numel must be in [0, inf], got -5", packed_numel, -5, 4)
+    _raises(TypeError, "numel must be an int, got 5.0", packed_numel, 5.0, 4)
+    assert packed_numel(2**60 + 1, 4) == 2**59 + 1  # exact, past float precision
+
+
+# --- issue 11: errors from deep inside torch become clear errors naming the argument -------
+
+
+def test_dequantize_a_torch_quantized_tensor():
+    qt = torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.qint8)
+    _raises(TypeError, "q is a PyTorch quantized tensor (dtype torch.qint8)", dequantize, qt, 0.1)
+
+
+def test_zero_point_of_2_to_the_70():
+    msg = f"zero_point must be an integer in [-128, 127], got {2**70}"
+    _raises(ValueError, msg, quantize, X, 0.1, 2**70)
+    _raises(ValueError, "zero_point must be an integer in", dequantize, Q, 0.1, -(2**70))
+
+
+def test_pack_a_uint16_tensor():
+    msg = "q must be an int8, uint8, int16, int32 or int64 tensor, got dtype torch.uint16"
+    _raises(TypeError, msg, pack, torch.ones(3, dtype=torch.uint16), 4)
+
+
+def test_fake_quantize_module_takes_numbers_and_checks_them():
+    from linquant_helpers import FakeQuantize
+
+    fq = FakeQuantize(0.1, 0)
+    assert torch.equal(fq(torch.tensor([0.26])), torch.tensor([0.3]))
+    _raises(
+        ValueError, "zero_point must be an integer in [0, 255], got 300", FakeQuantize, 0.1, 300
+    )
+    _raises(ValueError, "scale must be positive and finite, got -1", FakeQuantize, -1.0, 0)
+
+
+# --- issue 11: the sweep. Every public function, each tensor argument, each kind of tensor
+# torch cannot compute with here: a TypeError/ValueError that names the argument, never a
+# RuntimeError/AttributeError/NotImplementedError/OverflowError from inside torch.
+
+
+def _bad_tensors(dtype: torch.dtype) -> dict[str, object]:
+    """Kinds of input, for an argument that expects a tensor of ``dtype``."""
+    kinds = {
+        "meta": torch.ones(4, 8, dtype=dtype, device="meta"),
+        "complex": torch.ones(4, 8, dtype=torch.complex64),
+        "bool": torch.ones(4, 8, dtype=torch.bool),
+        "sparse": torch.ones(4, 8, dtype=dtype).to_sparse(),
+        "list": [[1.0] * 8] * 4,
+        "quantized": torch.quantize_per_tensor(torch.ones(4, 8), 0.1, 0, torch.qint8),
+    }
+    if dtype.is_floating_point:
+        kinds["int"] = torch.ones(4, 8, dtype=torch.int8)
+    else:
+        kinds["float"] = torch.ones(4, 8)
+        kinds["uint16"] = torch.ones(4, 8, dtype=torch.uint16)
+    return kinds
+
+
+def _sweep_calls():
+    """(label, argument name, expected dtype, call taking the bad value)."""
+    from torch import nn
+
+    from linquant_helpers import (
+        EntropyObserver,
+        FakeQuantize,
+        Int4WeightLinear,
+        MinMaxObserver,
+        MovingAverageMinMaxObserver,
+        MSEObserver,
+        PercentileObserver,
+        W8A8Linear,
+        W8A16Linear,
+        fake_quantize_ste,
+        fake_quantize_weight,
+        integer_linear,
+        quantize_bias,
+        quantize_linear_weight,
+        quantize_multiplier,
+        requantize,
+        weight_offset,
+    )
+    from linquant_helpers.calibration import weight_qparams
+
+    f, i8, i32 = torch.float32, torch.int8, torch.int32
+    lin = nn.Linear(8, 4)
+    acc = torch.zeros(4, 8, dtype=i32)
+    calls = [
+        ("choose_qparams", "x", f, lambda v: choose_qparams(v)),
+        ("quantize", "x", f, lambda v: quantize(v, 0.1)),
+        ("quantize scale", "scale", f, lambda v: quantize(X, v)),
+        ("quantize zero_point", "zero_point", i32, lambda v: quantize(X, 0.1, v)),
+        ("fake_quantize", "x", f, lambda v: fake_quantize(v, 0.1)),
+        ("dequantize", "q", i8, lambda v: dequantize(v, 0.1)),
+        ("dequantize scale", "scale", f, lambda v: dequantize(Q, v)),
+        ("qparams_from_range min", "min_val", f, lambda v: qparams_from_range(v, 1.0)),
+        ("qparams_from_range max", "max_val", f, lambda v: qparams_from_range(-1.0, v)),
+        ("quantize_tensor", "x", f, lambda v: quantize_tensor(v)),
+        ("pack", "q", i8, lambda v: pack(v, 4)),
+        ("unpack", "packed", torch.uint8, lambda v: unpack(v, 4, (8,))),
+        ("mse", "x", f, lambda v: mse(v, torch.ones(4, 8))),
+        ("max_abs_error", "y", f, lambda v: max_abs_error(torch.ones(4, 8), v)),
+        ("sqnr_db", "x_hat", f, lambda v: sqnr_db(torch.ones(4, 8), v)),
+        ("fake_quantize_weight", "w", f, lambda v: fake_quantize_weight(v)),
+        ("weight_qparams", "w", f, lambda v: weight_qparams(v)),
+        ("fake_quantize_ste", "w", f, lambda v: fake_quantize_ste(v)),
+        ("FakeQuantize scale", "scale", f, lambda v: FakeQuantize(v, 0)),
+        ("FakeQuantize forward", "x", f, lambda v: FakeQuantize(0.1, 0)(v)),
+        ("quantize_linear_weight", "weight", f, lambda v: quantize_linear_weight(v, 8)),
+        ("quantize_bias", "bias", f, lambda v: quantize_bias(v, 0.1, 0.1)),
+        ("quantize_bias scale", "input_scale", f, lambda v: quantize_bias(torch.ones(4), v, 0.1)),
+        ("quantize_multiplier", "multiplier", f, lambda v: quantize_multiplier(v)),
+        ("requantize", "acc", i32, lambda v: requantize(v, torch.tensor(2**30), torch.tensor(0))),
+        ("weight_offset", "q_w", i8, lambda v: weight_offset(v, 0, 0)),
+        ("integer_linear", "q_w", i8, lambda v: integer_linear(Q, v, acc[0])),
+        ("integer_linear offset", "offset", i32, lambda v: integer_linear(Q, Q, v)),
+        ("W8A16Linear", "x", f, lambda v: W8A16Linear.from_float(lin)(v)),
+        ("Int4WeightLinear", "x", f, lambda v: Int4WeightLinear.from_float(lin, 4)(v)),
+        ("W8A8Linear", "x", f, lambda v: W8A8Linear.from_float(lin, (0.1, 0), (0.1, 0))(v)),
+    ]
+    for cls in (
+        MinMaxObserver,
+        MovingAverageMinMaxObserver,
+        PercentileObserver,
+        MSEObserver,
+        EntropyObserver,
+    ):
+        calls.append((cls.__name__, "x", f, lambda v, cls=cls: cls().update(v)))
+    return calls
+
+
+SWEEP = [
+    pytest.param(call, name, kind, id=f"{label}-{kind}")
+    for label, name, dtype, call in _sweep_calls()
+    for kind in _bad_tensors(dtype)
+]
+
+
+# Integer (and, for the metrics, bool) tensors are valid input to these: their values are real.
+ACCEPTS_INTEGERS = {
+    "qparams_from_range min", "qparams_from_range max", "mse", "max_abs_error", "sqnr_db",
+    "FakeQuantize scale", "quantize_bias scale", "quantize_multiplier",
+}  # fmt: skip
+SWEEP = [
+    p
+    for p in SWEEP
+    if not (p.id.rsplit("-", 1)[0] in ACCEPTS_INTEGERS and p.id.endswith(("-int", "-bool")))
+]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize(("call", "name", "kind"), SWEEP)
+def test_sweep_bad_tensors_get_a_clear_error_naming_the_argument(call, name, kind):
+    dtype = torch.int8 if name in ("q", "q_w", "packed", "acc", "offset") else torch.float32
+    if name == "packed":
+        dtype = torch.uint8
+    elif name in ("acc", "offset", "zero_point"):
+        dtype = torch.int32
+    bad = _bad_tensors(dtype)[kind]
+    with pytest.raises((TypeError, ValueError)) as info:
+        call(bad)
+    assert name in str(info.value), f"the message does not name {name!r}: {info.value}"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: quantize(X, 10**400), "scale is too large"),
+        (lambda: dequantize(Q, 0.1, 2**70), "zero_point must be an integer in"),
+        (lambda: quantize(X, 0.1, 0, 2**70), "bits must be in [2, 16]"),
+        (lambda: quantize(X, 0.1, axis=2**70), "axis must be in"),
+        (lambda: quantize(X, 0.1, group_size=2**70), "group_size must be a positive divisor"),
+        (lambda: qparams_from_range(-(2**2000), 1.0), "min_val is too large"),
+        (lambda: choose_qparams(X, eps=10**400), "eps is too large"),
+        (lambda: unpack(torch.zeros(1, dtype=torch.uint8), 4, (2**70,)), "shape must hold sizes"),
+    ],
+    ids=["scale", "zero_point", "bits", "axis", "group_size", "min_val", "eps", "shape"],
+)
+def test_sweep_huge_ints(call, message):
+    _raises(ValueError, message, call)
