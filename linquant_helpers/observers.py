@@ -24,6 +24,12 @@ The last three need the distribution, not just its extremes: they keep a
 bounded, deterministic random sample of the values seen (``max_samples``; by
 default at least :data:`MIN_SAMPLES_PER_CHANNEL` per channel, so that short rows,
 such as the groups of a weight, are kept whole).
+
+Memory: each class states its peak extra memory as a formula, for ``C`` channels
+(rows) and a batch of ``N`` values. The searches of the last three run in chunks
+of about :data:`CHUNK_ELEMENTS` entries, so their working set does not grow with
+the layer (``benchmarks/bench_observers.py`` measures it). To start over, e.g. on
+a new calibration set, call :meth:`Observer.reset`.
 """
 
 from __future__ import annotations
@@ -32,10 +38,22 @@ import torch
 
 from .affine import fake_quantize, qparams_from_range, qrange
 from .granularity import Granularity
-from .validation import check_finite, check_float_tensor
+from .validation import check_finite, check_float_tensor, check_int, check_real
 
 MAX_SAMPLES = 1 << 18
 """Values a distribution observer keeps by default (1 MiB of float32), shared by the channels."""
+
+CHUNK_ELEMENTS = 1 << 20
+"""Entries per chunk of the MSE, percentile and entropy searches (4 MiB of float32): the
+candidates are evaluated a chunk at a time, so the temporaries stay a small multiple of
+this whatever the layer. Chunks split independent rows only: results are bit-identical."""
+
+MAX_BINS = 1 << 17
+"""The most histogram bins the MSE and entropy observers accept."""
+
+MAX_KL_ENTRIES = 1 << 28
+"""The most ``(thresholds, levels)`` pairs an entropy search may evaluate: it bounds the
+time, since the memory is chunked (2^28 pairs take on the order of ten seconds)."""
 
 MIN_SAMPLES_PER_CHANNEL = 4096
 """With the default ``max_samples``, each channel keeps at least this many values: a
@@ -61,6 +79,9 @@ class Observer:
         axis: int | None = None,
     ) -> None:
         qrange(bits, signed=signed, narrow=narrow)  # raises early for bad settings
+        for flag, name in ((symmetric, "symmetric"), (signed, "signed"), (narrow, "narrow")):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)):
             raise TypeError(f"axis must be an int or None, got {axis!r}")
         self.bits, self.symmetric, self.signed, self.narrow = bits, symmetric, signed, narrow
@@ -81,15 +102,24 @@ class Observer:
         x = check_float_tensor(x)
         if x.numel() == 0:
             raise ValueError(f"x is empty (shape {tuple(x.shape)}): there is nothing to observe")
-        check_finite(x)
         rows = self._rows(x.detach())
         if self.min_val is not None and self.min_val.shape[0] != rows.shape[0]:
             raise ValueError(
                 f"x has {rows.shape[0]} channels along axis={self.axis}, but earlier batches "
                 f"had {self.min_val.shape[0]}"
             )
+        # amin/amax propagate NaN and keep infinities, so checking them checks all of x,
+        # without torch.isfinite(x)'s temporaries, and before any state changes.
+        lo, hi = rows.amin(dim=1), rows.amax(dim=1)
+        check_finite(lo, "x")
+        check_finite(hi, "x")
         self._range = None
-        self._observe(rows)
+        self._observe(rows, lo, hi)
+
+    def reset(self) -> None:
+        """Forget everything seen, as if just constructed (same settings, same seed)."""
+        self.min_val = self.max_val = None
+        self._range = None
 
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` as float32 rows of shape ``(C, n)``: one row per channel, or ``(1, numel)``."""
@@ -98,7 +128,8 @@ class Observer:
         axis = Granularity.of(x.shape, self.axis, None).axis  # validates the axis
         return x.movedim(axis, 0).reshape(x.shape[axis], -1).float()
 
-    def _observe(self, rows: torch.Tensor) -> None:
+    def _observe(self, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        """Record ``rows`` ``(C, n)``, whose per-row min and max are ``lo`` and ``hi``."""
         raise NotImplementedError
 
     def _compute_range(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,10 +175,12 @@ class MinMaxObserver(Observer):
     Nothing is clipped, so a single outlier stretches the range for every other
     value. Bit-identical to ``torch.ao.quantization.MinMaxObserver`` (and its
     ``PerChannelMinMaxObserver`` with ``axis``) of the same settings.
+
+    Peak extra memory of an update: ``O(C)``, plus a float32 copy of ``x``
+    (``4 N`` bytes) when ``x`` is not float32 or ``axis`` is not its first dimension.
     """
 
-    def _observe(self, rows: torch.Tensor) -> None:
-        lo, hi = rows.amin(dim=1), rows.amax(dim=1)
+    def _observe(self, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> None:
         if self.min_val is not None:
             lo, hi = torch.minimum(lo, self.min_val), torch.maximum(hi, self.max_val)
         self.min_val, self.max_val = lo, hi
@@ -165,16 +198,16 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
     quantization-aware training, where ranges drift. Bit-identical to
     ``torch.ao.quantization.MovingAverageMinMaxObserver`` (and its per-channel
     variant). Raises ``ValueError`` for ``averaging_constant`` outside ``(0, 1]``.
+    Peak extra memory: as :class:`MinMaxObserver`.
     """
 
     def __init__(self, bits: int = 8, *, averaging_constant: float = 0.01, **settings) -> None:
         super().__init__(bits, **settings)
-        if not 0.0 < averaging_constant <= 1.0:
+        if not 0.0 < check_real(averaging_constant, "averaging_constant") <= 1.0:
             raise ValueError(f"averaging_constant must be in (0, 1], got {averaging_constant}")
         self.averaging_constant = averaging_constant
 
-    def _observe(self, rows: torch.Tensor) -> None:
-        lo, hi = rows.amin(dim=1), rows.amax(dim=1)
+    def _observe(self, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> None:
         if self.min_val is not None:
             c = self.averaging_constant
             lo = self.min_val + c * (lo - self.min_val)
@@ -206,25 +239,45 @@ class _SampleObserver(MinMaxObserver):
       ``max(MAX_SAMPLES, 4096 C)`` values are kept (64 MiB for 4096 channels).
     * an int: ``max(1, max_samples // C)``, a hard bound shared by the channels.
       Raises ``ValueError`` outside ``[1, 1 << 24]``.
+
+    Memory: the sample, ``4 C n`` bytes, is kept. An update of ``N = C m`` values
+    holds the batch (``4 N`` bytes, a copy) and ``4 m`` bytes of tickets until the next
+    cut. A cut (the stored positions ``P`` pass ``2 n``) runs ``torch.topk`` over the
+    ``P`` tickets, whose CPU kernel holds a (value, int64 index) pair per ticket:
+    ``4 P + 16 P`` bytes, but no copy of the batch. Per channel (``m = n``, e.g. a
+    weight row of up to 4096 values) there is no cut. Per tensor, one batch of ``N``
+    values past the cap costs about ``20 N`` bytes, five times a float32 batch: a
+    cut in smaller steps would keep other values at equal tickets, so other results.
     """
 
     def __init__(
         self, bits: int = 8, *, max_samples: int | None = None, seed: int = 0, **settings
     ) -> None:
         super().__init__(bits, **settings)
-        if max_samples is not None and not 1 <= max_samples <= 1 << 24:
-            raise ValueError(f"max_samples must be in [1, {1 << 24}], got {max_samples}")
+        if max_samples is not None:
+            check_int(max_samples, "max_samples", low=1, high=1 << 24)
         self.max_samples = max_samples
-        self._generator = torch.Generator().manual_seed(seed)
+        self.seed = check_int(seed, "seed", low=0, high=2**63 - 1)
+        self._reset_sample()
+
+    def _reset_sample(self) -> None:
+        self._generator = torch.Generator().manual_seed(self.seed)
         self._values: list[torch.Tensor] = []  # (C, n) float32 blocks
         self._tickets: list[torch.Tensor] = []  # (n,) one ticket per position
 
-    def _observe(self, rows: torch.Tensor) -> None:
-        super()._observe(rows)  # the exact min and max
-        self._values.append(rows.clone())  # rows may be a view of the caller's tensor
-        self._tickets.append(torch.rand(rows.shape[1], generator=self._generator).to(rows.device))
-        if sum(len(t) for t in self._tickets) > 2 * self._cap():
-            self._shrink()
+    def reset(self) -> None:
+        """Forget everything seen, sample included; the tickets restart from ``seed``."""
+        super().reset()
+        self._reset_sample()
+
+    def _observe(self, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        super()._observe(rows, lo, hi)  # the exact min and max
+        tickets = torch.rand(rows.shape[1], generator=self._generator).to(rows.device)
+        if sum(len(t) for t in self._tickets) + len(tickets) > 2 * self._cap():
+            self._shrink(rows, tickets)  # cut now: the batch is read, never copied whole
+        else:
+            self._values.append(rows.clone())  # rows may be a view of the caller's tensor
+            self._tickets.append(tickets)
 
     def _cap(self) -> int:
         """How many values each channel keeps (see the class docstring)."""
@@ -233,13 +286,31 @@ class _SampleObserver(MinMaxObserver):
             return max(MAX_SAMPLES // n_channels, MIN_SAMPLES_PER_CHANNEL)
         return max(1, self.max_samples // n_channels)
 
-    def _shrink(self) -> None:
-        """Merge the stored blocks and keep the values with the lowest tickets."""
-        values, tickets = torch.cat(self._values, dim=1), torch.cat(self._tickets)
-        if len(tickets) > self._cap():
-            keep = torch.topk(tickets, self._cap(), largest=False).indices
-            values, tickets = values[:, keep], tickets[keep]
-        self._values, self._tickets = [values], [tickets]
+    def _shrink(
+        self, rows: torch.Tensor | None = None, tickets: torch.Tensor | None = None
+    ) -> None:
+        """Merge the stored blocks (and ``rows`` with its ``tickets``, if given) and keep
+        the values with the lowest tickets.
+
+        The kept values are gathered from each block in turn, in the order of
+        ``torch.topk``'s indices, instead of from a concatenation of all blocks:
+        the same sample, without a copy of everything seen.
+        """
+        blocks = self._values + ([] if rows is None else [rows])
+        all_tickets = self._tickets + ([] if tickets is None else [tickets])
+        tickets = all_tickets[0] if len(all_tickets) == 1 else torch.cat(all_tickets)
+        if len(tickets) <= self._cap():
+            values = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+            self._values, self._tickets = [values], [tickets]
+            return
+        keep = torch.topk(tickets, self._cap(), largest=False).indices
+        values = blocks[0].new_empty(blocks[0].shape[0], len(keep))
+        start = 0
+        for block in blocks:  # a few blocks, not a loop over channels
+            inside = (keep >= start) & (keep < start + block.shape[1])
+            values[:, inside] = block[:, keep[inside] - start]
+            start += block.shape[1]
+        self._values, self._tickets = [values], [tickets[keep]]
 
     @property
     def samples(self) -> torch.Tensor | None:
@@ -278,23 +349,37 @@ class PercentileObserver(_SampleObserver):
     Asymmetric: ``[quantile(x, 1 - p), quantile(x, p)]`` with ``p = percentile / 100``;
     symmetric: ``[-a, a]`` with ``a = quantile(|x|, p)`` (as in Wu et al. 2020).
     Quantiles are those of ``torch.quantile`` (linear interpolation), computed by
-    :func:`tail_quantile` on the kept sample (see ``max_samples``). Raises
-    ``ValueError`` for a ``percentile`` outside ``(50, 100]``.
+    :func:`tail_quantile` on the kept sample (see ``max_samples``), a chunk of
+    channels at a time. Raises ``ValueError`` for a ``percentile`` outside ``(50, 100]``.
+
+    Peak extra memory: the sample's (see the base class), plus for the search
+    ``O(CHUNK_ELEMENTS + n)`` float32 values (a chunk of ``|sample|``) and ``torch.topk``'s
+    pairs, 16 bytes per value of the rows in a chunk.
     """
 
     def __init__(self, bits: int = 8, *, percentile: float = 99.99, **settings) -> None:
         super().__init__(bits, **settings)
-        if not 50.0 < percentile <= 100.0:
+        if not 50.0 < check_real(percentile, "percentile") <= 100.0:
             raise ValueError(f"percentile must be in (50, 100], got {percentile}")
         self.percentile = percentile
 
     def _compute_range(self) -> tuple[torch.Tensor, torch.Tensor]:
-        p = self.percentile / 100.0
-        if self.symmetric:
-            a = tail_quantile(self.samples.abs(), p)
-            return self._shaped(-a), self._shaped(a)
-        lo, hi = tail_quantile(self.samples, 1.0 - p), tail_quantile(self.samples, p)
-        return self._shaped(lo), self._shaped(hi)
+        p, samples = self.percentile / 100.0, self.samples
+        lo, hi = torch.empty(samples.shape[0]), torch.empty(samples.shape[0])
+        for rows in _chunks(samples.shape[0], CHUNK_ELEMENTS // samples.shape[1]):
+            if self.symmetric:
+                hi[rows] = tail_quantile(samples[rows].abs(), p)
+                lo[rows] = -hi[rows]
+            else:
+                lo[rows] = tail_quantile(samples[rows], 1.0 - p)
+                hi[rows] = tail_quantile(samples[rows], p)
+        return self._shaped(lo.to(samples.device)), self._shaped(hi.to(samples.device))
+
+
+def _chunks(n: int, per_chunk: int) -> list[slice]:
+    """Slices of ``range(n)`` of ``per_chunk`` items (at least one) each."""
+    per_chunk = max(1, per_chunk)
+    return [slice(start, min(start + per_chunk, n)) for start in range(0, n, per_chunk)]
 
 
 def histogram_rows(
@@ -336,14 +421,23 @@ class MSEObserver(_SampleObserver):
     (``w.reshape(-1, g)`` with ``axis=0``: many short rows) is seen whole, and
     for ``g <= bins`` its per-group scales are never worse than absmax. An
     explicit ``max_samples`` is shared by the channels: too small, and each
-    group's clipping is chosen on a few of its values. Raises ``ValueError`` for
-    ``grid < 1`` or ``bins < 2``.
+    group's clipping is chosen on a few of its values. Raises ``TypeError`` for
+    a ``grid`` or ``bins`` that is not an int, ``ValueError`` for ``grid`` outside
+    ``[1, 10000]`` or ``bins`` outside ``[2, MAX_BINS]``.
+
+    Peak extra memory: the sample's (see the base class), plus for the search,
+    done a chunk of ``c`` channels and ``k`` candidates at a time with
+    ``k c min(n, bins) <= CHUNK_ELEMENTS`` (at least one row): the histograms of a
+    chunk, ``16 c n`` bytes of bin indices and ``8 c bins`` of counts and centers,
+    and about ``20 k c min(n, bins)`` bytes of candidates (fake-quantized copies and
+    their errors); so about ``4 C n + 36 CHUNK_ELEMENTS`` bytes in all, whatever the
+    layer (it was ``4 grid C min(n, bins)`` per temporary before chunking).
     """
 
     def __init__(self, bits: int = 8, *, grid: int = 100, bins: int = 2048, **settings) -> None:
         super().__init__(bits, **settings)
-        if grid < 1 or bins < 2:
-            raise ValueError(f"grid must be >= 1 and bins >= 2, got grid={grid}, bins={bins}")
+        check_int(grid, "grid", low=1, high=10_000)
+        check_int(bins, "bins", low=2, high=MAX_BINS)
         self.grid, self.bins = grid, bins
 
     def _compute_range(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -358,12 +452,11 @@ class MSEObserver(_SampleObserver):
         """The MSE of every candidate on the data seen, per row: shape ``(grid, C)``.
 
         The data are the kept sample, or its histogram (bin centers weighted by
-        their counts) when a row holds more than ``bins`` values.
+        their counts) when a row holds more than ``bins`` values. Computed a
+        chunk of channels and candidates at a time (see the class docstring).
         """
-        points, weights = self.samples, torch.ones_like(self.samples)
-        if points.shape[1] > self.bins:
-            weights, points = histogram_rows(points, self.min_val, self.max_val, self.bins)
-        r = self.ratios(points.device).unsqueeze(1)  # (grid, 1) against (C,)
+        samples = self.samples
+        r = self.ratios(samples.device).unsqueeze(1)  # (grid, 1) against (C,)
         scale, zero_point = qparams_from_range(
             r * self.min_val,
             r * self.max_val,
@@ -372,18 +465,31 @@ class MSEObserver(_SampleObserver):
             signed=self.signed,
             narrow=self.narrow,
         )
-        g, (c, n) = self.grid, points.shape
-        stacked = points.expand(g, c, n).reshape(g * c, n)
-        fq = fake_quantize(
-            stacked,
-            scale.flatten(),
-            zero_point.flatten(),
-            self.bits,
-            signed=self.signed,
-            narrow=self.narrow,
-            axis=0,
-        ).reshape(g, c, n)
-        return ((fq - points) ** 2 * weights).sum(dim=2) / weights.sum(dim=1)
+        c, n = samples.shape
+        width = self.bins if n > self.bins else n  # points per row: values or bins
+        errors = torch.empty(self.grid, c, device=samples.device)
+        for rows in _chunks(c, CHUNK_ELEMENTS // max(n, width)):
+            points = samples[rows]
+            weights = torch.ones_like(points)
+            if n > self.bins:
+                weights, points = histogram_rows(
+                    points, self.min_val[rows], self.max_val[rows], self.bins
+                )
+            total = weights.sum(dim=1)
+            n_rows = points.shape[0]
+            for cands in _chunks(self.grid, CHUNK_ELEMENTS // (n_rows * width)):
+                k = cands.stop - cands.start
+                fq = fake_quantize(
+                    points.expand(k, n_rows, width).reshape(k * n_rows, width),
+                    scale[cands, rows].flatten(),
+                    zero_point[cands, rows].flatten(),
+                    self.bits,
+                    signed=self.signed,
+                    narrow=self.narrow,
+                    axis=0,
+                ).reshape(k, n_rows, width)
+                errors[cands, rows] = ((fq - points) ** 2 * weights).sum(dim=2) / total
+        return errors
 
 
 class EntropyObserver(_SampleObserver):
@@ -415,20 +521,35 @@ class EntropyObserver(_SampleObserver):
 
     ``L = 2^bits`` when the range is asymmetric and nothing negative was seen
     (e.g. after a ReLU): the range is ``[0, T]``; otherwise ``L`` is half the
-    codes and the range is ``[-T, T]``. Raises ``ValueError`` for an ``axis``
-    or for ``bins`` not larger than ``L``.
+    codes and the range is ``[-T, T]``. Raises ``ValueError`` for an ``axis``,
+    for ``bins`` not larger than ``L`` or above :data:`MAX_BINS`, and for a search
+    of more than :data:`MAX_KL_ENTRIES` (threshold, level) pairs, e.g. at 16 bits;
+    ``TypeError`` for a ``bins`` that is not an int.
     (Migacz, "8-bit Inference with TensorRT", GTC 2017.)
+
+    Peak extra memory: the sample's (see the base class), plus ``|sample|`` and
+    its bin indices (``4 n + 16 n`` bytes, ``n`` values kept), the histogram and its
+    prefix sums (``O(bins)``), and the KL search, a chunk of thresholds at a time:
+    about ``8 * 8 * CHUNK_ELEMENTS`` bytes (it was ``8 (bins - L) L`` per matrix:
+    43.8 GB for 16 bits and 200 000 bins).
     """
 
     def __init__(self, bits: int = 8, *, bins: int = 2048, **settings) -> None:
         if settings.get("axis") is not None:
             raise ValueError("EntropyObserver observes whole tensors only: leave axis=None")
         super().__init__(bits, **settings)
-        self.bins = bins
+        self.bins = check_int(bins, "bins", low=2, high=MAX_BINS)
         if bins <= self.levels(nonnegative=True):
             raise ValueError(
                 f"bins must exceed the {self.levels(nonnegative=True)} levels of "
                 f"{bits}-bit codes, got {bins}"
+            )
+        levels = (self.levels(nonnegative=True), self.levels(nonnegative=False))
+        work = max((bins - lv + 1) * (lv + 1) for lv in levels)
+        if work > MAX_KL_ENTRIES:
+            raise ValueError(
+                f"bins={bins} with {bits}-bit codes needs a KL search over {work:,} "
+                f"(threshold, level) pairs, more than {MAX_KL_ENTRIES:,}: use fewer bins or bits"
             )
 
     def levels(self, *, nonnegative: bool) -> int:
@@ -482,20 +603,25 @@ def kl_divergence_per_threshold(hist: torch.Tensor, levels: int) -> torch.Tensor
     count, nonzero = prefix(hist), prefix((hist > 0).double())
     h_log_h = prefix(torch.where(hist > 0, hist * torch.log(hist), hist.new_zeros(())))
 
-    i = torch.arange(levels, bins + 1, device=hist.device)  # (T,) thresholds
-    clipped = n - count[i]  # counts at or above bin i, moved into bin i - 1
-    last = hist[i - 1] + clipped
-    p_log_p = h_log_h[i - 1] + torch.where(last > 0, last * torch.log(last), last.new_zeros(()))
-
+    thresholds = torch.arange(levels, bins + 1, device=hist.device)  # (T,)
     level = torch.arange(levels + 1, device=hist.device)
-    edge = (level * i.unsqueeze(1) + levels - 1) // levels  # (T, levels + 1): ceil(l * i / levels)
-    q = count[edge[:, 1:]] - count[edge[:, :-1]]  # (T, levels): counts below i per level
-    nnz = nonzero[edge[:, 1:]] - nonzero[edge[:, :-1]]
-    p_level = q.clone()
-    p_level[:, -1] += clipped
+    kl = torch.empty(len(thresholds), dtype=torch.float64, device=hist.device)
+    # The thresholds are independent rows: a chunk at a time bounds the (T, levels) matrices.
+    for chunk in _chunks(len(thresholds), CHUNK_ELEMENTS // (levels + 1)):
+        i = thresholds[chunk]
+        clipped = n - count[i]  # counts at or above bin i, moved into bin i - 1
+        last = hist[i - 1] + clipped
+        p_log_p = h_log_h[i - 1] + torch.where(last > 0, last * torch.log(last), last.new_zeros(()))
 
-    q_of_p = q / (nnz.clamp(min=1) * count[i].unsqueeze(1))  # Q on each non-empty bin
-    cross = torch.where(p_level > 0, p_level * torch.log(q_of_p), p_level.new_zeros(()))
-    kl = (p_log_p - cross.sum(dim=1)) / n - torch.log(n)
-    # Q is 0 on an empty bin, so clipped mass moved into an empty bin i - 1 costs +inf.
-    return torch.where((hist[i - 1] == 0) & (clipped > 0), torch.inf, kl)
+        edge = (level * i.unsqueeze(1) + levels - 1) // levels  # (t, levels + 1): ceil(l i / L)
+        q = count[edge[:, 1:]] - count[edge[:, :-1]]  # (t, levels): counts below i per level
+        nnz = nonzero[edge[:, 1:]] - nonzero[edge[:, :-1]]
+        p_level = q.clone()
+        p_level[:, -1] += clipped
+
+        q_of_p = q / (nnz.clamp(min=1) * count[i].unsqueeze(1))  # Q on each non-empty bin
+        cross = torch.where(p_level > 0, p_level * torch.log(q_of_p), p_level.new_zeros(()))
+        part = (p_log_p - cross.sum(dim=1)) / n - torch.log(n)
+        # Q is 0 on an empty bin, so clipped mass moved into an empty bin i - 1 costs +inf.
+        kl[chunk] = torch.where((hist[i - 1] == 0) & (clipped > 0), torch.inf, part)
+    return kl

@@ -9,6 +9,7 @@ Python implementation of TensorRT's KL-divergence search.
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -24,6 +25,8 @@ from linquant_helpers import (
     choose_qparams,
     fake_quantize,
     mse,
+    observers,
+    qparams_from_range,
     qrange,
 )
 from linquant_helpers.observers import histogram_rows, kl_divergence_per_threshold, tail_quantile
@@ -488,3 +491,181 @@ def test_clip_range_is_kept_until_the_next_update(cls) -> None:
     assert obs.clip_range() is first  # not searched again
     obs(torch.linspace(0, 5, 1000))
     assert float(obs.clip_range()[1]) > float(first[1])
+
+
+# --- bounded memory: the chunked searches give today's results, bit for bit --------------
+# The references below are the unchunked code the observers ran before issue 11: one
+# concatenation and one topk for the sample, one (grid * C, n) matrix for the MSE search,
+# one (thresholds, levels) matrix for the KL search.
+
+
+def _reference_sample(batches, cap: int, seed: int, axis) -> torch.Tensor:
+    """The old sample: append each batch, cut (cat + topk) when past 2 * cap, cut at the end."""
+    gen = torch.Generator().manual_seed(seed)
+    values, tickets = [], []
+
+    def cut():
+        v, t = torch.cat(values, dim=1), torch.cat(tickets)
+        if len(t) > cap:
+            keep = torch.topk(t, cap, largest=False).indices
+            v, t = v[:, keep], t[keep]
+        values[:], tickets[:] = [v], [t]
+
+    for x in batches:
+        rows = x.reshape(1, -1) if axis is None else x.movedim(axis, 0).reshape(x.shape[axis], -1)
+        values.append(rows.float().clone())
+        tickets.append(torch.rand(rows.shape[1], generator=gen))
+        if sum(len(t) for t in tickets) > 2 * cap:
+            cut()
+    cut()
+    return values[0]
+
+
+def _reference_mse_errors(obs: MSEObserver) -> torch.Tensor:
+    points, weights = obs.samples, torch.ones_like(obs.samples)
+    if points.shape[1] > obs.bins:
+        weights, points = histogram_rows(points, obs.min_val, obs.max_val, obs.bins)
+    r = obs.ratios().unsqueeze(1)
+    settings = dict(symmetric=obs.symmetric, signed=obs.signed, narrow=obs.narrow)
+    scale, zero_point = qparams_from_range(r * obs.min_val, r * obs.max_val, obs.bits, **settings)
+    g, (c, n) = obs.grid, points.shape
+    fq = fake_quantize(
+        points.expand(g, c, n).reshape(g * c, n),
+        scale.flatten(),
+        zero_point.flatten(),
+        obs.bits,
+        signed=obs.signed,
+        narrow=obs.narrow,
+        axis=0,
+    ).reshape(g, c, n)
+    return ((fq - points) ** 2 * weights).sum(dim=2) / weights.sum(dim=1)
+
+
+def _reference_kl(hist: torch.Tensor, levels: int) -> torch.Tensor:
+    def prefix(v):
+        return torch.cat([v.new_zeros(1), torch.cumsum(v, 0)])
+
+    hist = hist.double()
+    n, bins = hist.sum(), hist.shape[0]
+    count, nonzero = prefix(hist), prefix((hist > 0).double())
+    h_log_h = prefix(torch.where(hist > 0, hist * torch.log(hist), hist.new_zeros(())))
+    i = torch.arange(levels, bins + 1)
+    clipped = n - count[i]
+    last = hist[i - 1] + clipped
+    p_log_p = h_log_h[i - 1] + torch.where(last > 0, last * torch.log(last), last.new_zeros(()))
+    level = torch.arange(levels + 1)
+    edge = (level * i.unsqueeze(1) + levels - 1) // levels
+    q = count[edge[:, 1:]] - count[edge[:, :-1]]
+    nnz = nonzero[edge[:, 1:]] - nonzero[edge[:, :-1]]
+    p_level = q.clone()
+    p_level[:, -1] += clipped
+    q_of_p = q / (nnz.clamp(min=1) * count[i].unsqueeze(1))
+    cross = torch.where(p_level > 0, p_level * torch.log(q_of_p), p_level.new_zeros(()))
+    kl = (p_log_p - cross.sum(dim=1)) / n - torch.log(n)
+    return torch.where((hist[i - 1] == 0) & (clipped > 0), torch.inf, kl)
+
+
+@pytest.fixture(params=[1 << 20, 997, 64], ids=["chunk=default", "chunk=997", "chunk=64"])
+def chunk(request, monkeypatch):
+    """Small chunks make every search cross chunk boundaries on small shapes."""
+    monkeypatch.setattr(observers, "CHUNK_ELEMENTS", request.param)
+    return request.param
+
+
+SHAPES = [((3, 700), 0, None), ((5, 40), 0, None), ((2000,), None, None), ((9, 31, 4), 1, 200)]
+
+
+@pytest.mark.parametrize(("shape", "axis", "max_samples"), SHAPES)
+def test_sample_is_the_unchunked_sample(shape, axis, max_samples):
+    g = torch.Generator().manual_seed(3)
+    batches = [torch.randn(shape, generator=g) * (i + 1) for i in range(4)]
+    obs = PercentileObserver(axis=axis, max_samples=max_samples or 600, seed=5)
+    for x in batches:
+        obs.update(x)
+    cap = obs._cap()
+    assert torch.equal(obs.samples, _reference_sample(batches, cap, 5, axis))
+
+
+@pytest.mark.parametrize(("shape", "axis", "max_samples"), SHAPES)
+@pytest.mark.parametrize("bins", [16, 2048])
+@pytest.mark.parametrize(("bits", "symmetric"), [(8, False), (4, True)])
+def test_chunked_mse_search_is_bit_identical(
+    chunk, shape, axis, max_samples, bins, bits, symmetric
+):
+    g = torch.Generator().manual_seed(7)
+    obs = MSEObserver(bits, symmetric=symmetric, axis=axis, grid=30, bins=bins)
+    obs.update(torch.randn(shape, generator=g) ** 3)
+    assert torch.equal(obs.candidate_errors(), _reference_mse_errors(obs))
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_chunked_percentile_is_bit_identical(chunk, symmetric):
+    x = torch.randn(37, 300, generator=torch.Generator().manual_seed(1)) ** 3
+    obs = PercentileObserver(percentile=99.0, symmetric=symmetric, axis=0)
+    obs.update(x)
+    lo, hi = obs.clip_range()
+    s = obs.samples
+    if symmetric:
+        ref_hi = tail_quantile(s.abs(), 0.99)
+        ref_lo = -ref_hi
+    else:
+        ref_lo, ref_hi = tail_quantile(s, 0.01), tail_quantile(s, 0.99)
+    assert torch.equal(lo, ref_lo) and torch.equal(hi, ref_hi)
+
+
+@pytest.mark.parametrize(("bins", "levels"), [(2048, 128), (700, 256), (300, 8)])
+def test_chunked_kl_is_bit_identical(chunk, bins, levels):
+    g = torch.Generator().manual_seed(bins)
+    hist = torch.randint(0, 50, (bins,), generator=g).double() * (
+        torch.rand(bins, generator=g) > 0.2
+    )
+    ours, ref = kl_divergence_per_threshold(hist, levels), _reference_kl(hist, levels)
+    assert torch.equal(ours, ref)
+
+
+def test_entropy_bins_are_validated_before_any_allocation():
+    # the search this asks for needed a 43.8 GB matrix
+    with pytest.raises(ValueError, match="bins must be in"):
+        EntropyObserver(16, bins=200_000)
+    with pytest.raises(ValueError, match="KL search over"):
+        EntropyObserver(15, bins=100_000)
+    with pytest.raises(TypeError, match="bins must be an int, got 2048.0"):
+        EntropyObserver(8, bins=2048.0)
+    with pytest.raises(ValueError, match="bins must be in"):
+        MSEObserver(8, bins=10**9)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: MinMaxObserver(8.0), "bits must be an int, got 8.0"),
+        (lambda: MSEObserver(grid=20.0), "grid must be an int, got 20.0"),
+        (lambda: MSEObserver(bins=100.0), "bins must be an int, got 100.0"),
+        (lambda: PercentileObserver(max_samples=1e5), "max_samples must be an int, got 100000.0"),
+        (lambda: PercentileObserver(seed=1.5), "seed must be an int, got 1.5"),
+        (lambda: PercentileObserver(percentile="99"), "percentile must be a real number"),
+        (lambda: MovingAverageMinMaxObserver(averaging_constant="0.1"), "averaging_constant"),
+        (lambda: MinMaxObserver(symmetric=1), "symmetric must be True or False, got 1"),
+        (lambda: MinMaxObserver(axis=0.0), "axis must be an int or None, got 0.0"),
+    ],
+)
+def test_observer_parameters_of_the_wrong_type(make, message):
+    with pytest.raises(TypeError, match=re.escape(message)):
+        make()
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_reset_starts_over(cls):
+    g = torch.Generator().manual_seed(0)
+    first, second = torch.randn(4, 300, generator=g) * 5, torch.randn(4, 300, generator=g)
+    fresh = cls()
+    fresh.update(second)
+    reused = cls()
+    reused.update(first)
+    reused.qparams()
+    reused.reset()
+    with pytest.raises(ValueError, match="has not seen any data yet"):
+        reused.qparams()
+    reused.update(second)
+    for a, b in zip(reused.qparams(), fresh.qparams(), strict=True):
+        assert torch.equal(a, b)

@@ -1,0 +1,152 @@
+"""Peak memory and time of every observer on one large weight, side by side, in one run.
+
+    python benchmarks/bench_observers.py               # a 4096 x 4096 float32 weight
+    python benchmarks/bench_observers.py --size 1024   # a quick run
+    python benchmarks/bench_observers.py --only MSE    # rows whose name contains MSE
+
+Each row runs in a fresh subprocess: the weight is made first, a small warm-up
+call initializes PyTorch, free memory is handed back to the OS (glibc's
+``malloc_trim``) and the peak-RSS mark is reset (``echo 5 > /proc/self/clear_refs``);
+then ``obs.update(w)`` and ``obs.qparams()`` run once. The peak extra memory is
+``VmHWM`` after the calls minus ``VmRSS`` before them (from ``/proc/self/status``):
+the operating system's count of resident pages, so it sees every allocation,
+PyTorch's C++ buffers included (``tracemalloc`` sees only Python objects). It
+includes what the observer keeps (its sample). The goal of issue 11 is at most
+2x the weight's size. A row whose call raises shows the error instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
+
+from linquant_helpers import observers as obs_module  # noqa: E402
+
+GOAL_PEAK = 2.0  # peak extra memory at most 2x the weight (issue 11)
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=65536:glibc.malloc.trim_threshold=65536"
+
+ROWS: dict[str, tuple[str, dict]] = {
+    "MinMaxObserver()": ("MinMaxObserver", {}),
+    "MinMaxObserver(axis=0)": ("MinMaxObserver", {"axis": 0}),
+    "MovingAverageMinMaxObserver()": ("MovingAverageMinMaxObserver", {}),
+    "PercentileObserver()": ("PercentileObserver", {}),
+    "PercentileObserver(axis=0)": ("PercentileObserver", {"axis": 0}),
+    "MSEObserver()": ("MSEObserver", {}),
+    "MSEObserver(axis=0)": ("MSEObserver", {"axis": 0}),
+    "EntropyObserver()": ("EntropyObserver", {}),
+    "EntropyObserver(16, bins=200000)": ("EntropyObserver", {"bits": 16, "bins": 200_000}),
+}
+
+
+def _status_kib(field: str) -> int:
+    """A ``kB`` field of /proc/self/status (VmRSS: resident now, VmHWM: peak resident)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
+def _release_free_memory() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the measurement is a lower bound
+        pass
+
+
+def make_observer(row: str):
+    name, settings = ROWS[row]
+    settings = dict(settings)
+    bits = settings.pop("bits", 8)
+    return getattr(obs_module, name)(bits, **settings)
+
+
+def child(row: str, size: int) -> None:
+    """Measure one row and print it as JSON (see the module docstring)."""
+    w = torch.empty(size, size).normal_(generator=torch.Generator().manual_seed(0))
+    try:
+        warm = make_observer(row)
+        warm.update(torch.randn(4, 64))
+        warm.qparams()
+        del warm
+    except Exception:  # noqa: BLE001 - the measured call shows the error
+        pass
+    gc.collect()
+    _release_free_memory()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kib("VmRSS")
+    start = time.perf_counter()
+    error = None
+    try:
+        obs = make_observer(row)
+        obs.update(w)
+        obs.qparams()
+    except Exception as err:  # noqa: BLE001 - reported in the table
+        error = f"{type(err).__name__}: {str(err).splitlines()[0][:90]}"
+    seconds = time.perf_counter() - start
+    peak = _status_kib("VmHWM")
+    result = {"extra_bytes": (peak - before) * 1024, "input_bytes": w.numel() * 4}
+    print(json.dumps({**result, "seconds": seconds, "error": error}))
+
+
+def table(size: int, only: str | None, threads: int) -> str:
+    lines = [
+        f"Peak extra resident memory of update(w) + qparams() on a {size} x {size} float32 "
+        f"weight ({size * size * 4 / 2**20:.0f} MiB), one fresh process per row, "
+        f"{threads} thread(s).",
+        "",
+        "| observer | peak extra MiB | x weight | seconds | goal <= 2x | note |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    for row in ROWS:
+        if only and only not in row:
+            continue
+        out = subprocess.run(
+            [sys.executable, __file__, "--size", str(size), "--threads", str(threads)]
+            + ["--child", row],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES},
+        )
+        if out.returncode != 0:
+            lines.append(f"| {row} | | | | | crashed: {out.stderr.strip().splitlines()[-1]} |")
+            continue
+        m = json.loads(out.stdout.strip().splitlines()[-1])
+        multiple = m["extra_bytes"] / m["input_bytes"]
+        result = "PASS" if multiple <= GOAL_PEAK else "MISS"
+        lines.append(
+            f"| {row} | {m['extra_bytes'] / 2**20:.1f} | {multiple:.2f} | {m['seconds']:.1f} "
+            f"| {result} | {m['error'] or ''} |"
+        )
+        print(lines[-1], file=sys.stderr, flush=True)  # progress: rows can take a while
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=4096, help="the weight is size x size")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1)")
+    parser.add_argument("--only", help="run only rows whose name contains this")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        child(args.child, args.size)
+        return
+    if not Path("/proc/self/clear_refs").exists():
+        sys.exit("needs Linux's /proc/self/clear_refs to reset the peak-RSS mark")
+    print(table(args.size, args.only, args.threads))
+
+
+if __name__ == "__main__":
+    main()
