@@ -1,0 +1,204 @@
+"""The course site: built offline from the stored notebooks, every page checked in Chromium.
+
+The build runs with sockets blocked (it must not touch the network), then
+every page is served from 127.0.0.1 and opened in headless Chromium: any
+request to another host fails the test, as do console errors, images that did not
+load, math MathJax left raw or reported as an error, and a broken link to the
+source notebook. The solutions must not be on the site.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from browser_support import ARTIFACTS, SKIP_REASON, chromium
+
+from linquant_helpers import site
+
+LESSONS = site.find_lessons()
+
+
+@contextlib.contextmanager
+def serve(folder: Path):
+    """The site over HTTP on 127.0.0.1, as a web server or ``python -m http.server`` serves it."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _no_network(*args, **kwargs):
+    raise OSError("the site build must not use the network")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site") / "_site"
+    mp = pytest.MonkeyPatch()
+    mp.setattr(socket.socket, "connect", _no_network)
+    mp.setattr(socket, "create_connection", _no_network)
+    try:
+        pages = site.build(out)
+    finally:
+        mp.undo()
+    return out, pages
+
+
+def test_course_map_reads_each_notebook_first_cell():
+    for path in LESSONS:
+        lesson = site.read_lesson(path)
+        assert lesson.title.startswith(path.name[:2]), lesson.title
+        assert lesson.objectives, f"{path.name}: no learning objectives found"
+        assert lesson.minutes and 5 <= lesson.minutes <= 240, f"{path.name}: {lesson.minutes}"
+
+
+@pytest.mark.parametrize(
+    ("line", "minutes"),
+    [
+        ("**Estimated time**: 35 minutes.", 35),
+        ("**Estimated time**: 1 h 20 min", 80),
+        ("**Estimated time**: 2 hours.", 120),
+        ("**Estimated time**: about an hour", None),
+        ("no estimate here", None),
+    ],
+)
+def test_estimated_minutes(line, minutes):
+    assert site.estimated_minutes(line) == minutes
+
+
+def test_freeze_widgets_shows_the_stored_figure():
+    png = {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVBOR"}}
+    state = {
+        "box": {"state": {"children": ["IPY_MODEL_slider", "IPY_MODEL_out"]}},
+        "slider": {"state": {"value": 4}},
+        "out": {"state": {"outputs": [png]}},
+    }
+    view = {"model_id": "box", "version_major": 2, "version_minor": 0}
+    nb = {
+        "metadata": {"widgets": {"application/vnd.jupyter.widget-state+json": {"state": state}}},
+        "cells": [
+            {
+                "cell_type": "code",
+                "outputs": [
+                    {
+                        "output_type": "display_data",
+                        "metadata": {},
+                        "data": {
+                            "application/vnd.jupyter.widget-view+json": view,
+                            "text/plain": "interactive(children=(IntSlider(value=4)",
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    frozen = site.freeze_widgets(nb)
+    outputs = frozen["cells"][0]["outputs"]
+    assert [o["data"].keys() for o in outputs][1] == {"image/png"}
+    assert "widgets" not in frozen["metadata"]
+    assert "widgets" in nb["metadata"], "the input notebook must not be modified"
+
+
+def test_build_writes_every_lesson_and_no_solution(built):
+    out, pages = built
+    names = sorted(p.name for p in pages)
+    assert names == sorted(["index.html", *(p.stem + ".html" for p in LESSONS)])
+    everything = [p.relative_to(out).as_posix() for p in out.rglob("*")]
+    assert not [p for p in everything if "solution" in p.lower()]
+    for page in pages:
+        text = page.read_text()
+        assert 'href="notebooks/solutions' not in text and 'src="https:' not in text
+
+
+# Text of rendered markdown that MathJax did not typeset.
+RAW_TEX = r"\$\$|\$[^$\n]*\\[a-zA-Z]+|\\(frac|sum|mathrm|lfloor|cdot|left|begin)\b"
+RAW_MATH = """(pattern) => {
+  const bad = [];
+  for (const md of document.querySelectorAll('.jp-RenderedMarkdown, td')) {
+    const copy = md.cloneNode(true);
+    copy.querySelectorAll('.MathJax, .MathJax_Display, .MathJax_Preview, .MJX_Assistive_MathML,'
+      + ' script, code, pre, a').forEach(e => e.remove());
+    const text = copy.textContent;
+    const m = text.match(new RegExp(pattern));
+    if (m) bad.push(text.slice(Math.max(0, m.index - 40), m.index + 60));
+  }
+  return {bad, typeset: document.querySelectorAll('.MathJax').length,
+          errors: document.querySelectorAll('.MathJax_Error, [data-mjx-error], .noError').length};
+}"""
+# MathJax 2's font probes, harmless: it tests web-font support with an about:blank font,
+# and asks for a TeX .otf that the trimmed jupyter-server-mathjax copy does not ship,
+# then uses the STIX-Web fonts it does ship. Math is checked separately (raw TeX, errors).
+MATHJAX_PROBES = ("Access to font at 'about:blank'", "MathJax_AMS-Regular.otf")
+BROKEN_IMAGES = """() => [...document.images]
+  .filter(i => !i.complete || i.naturalWidth === 0)
+  .map(i => (i.getAttribute('src') || '').slice(0, 80))"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+def test_every_page_renders_offline_in_chromium(built):
+    out, pages = built
+    shots = ARTIFACTS / "site"
+    shots.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    with serve(out) as base, chromium() as browser:
+        for page_path in pages:
+            tab = browser.new_page()
+            console: list[str] = []
+            remote: list[str] = []
+            tab.on("console", lambda m, c=console: c.append(m) if m.type == "error" else None)
+            failed: list[str] = []
+            tab.on("requestfailed", lambda r, f=failed: f.append(r.url))
+            tab.on("pageerror", lambda e, c=console: c.append(str(e)))
+            tab.on(
+                "request",
+                lambda r, x=remote: None
+                if r.url.startswith((base, "data:", "about:", "blob:"))
+                else x.append(r.url),
+            )
+            tab.goto(base + page_path.name, wait_until="load")
+            # MathJax 2 signals the end of typesetting through its queue.
+            tab.evaluate("() => new Promise(r => MathJax.Hub.Queue(() => r(true)))")
+            math = tab.evaluate(RAW_MATH, RAW_TEX)
+            name = page_path.name
+            for m in console:
+                text = m if isinstance(m, str) else m.text
+                where = "" if isinstance(m, str) else (m.location or {}).get("url", "")
+                if not any(p in text or p in where for p in MATHJAX_PROBES) and not (
+                    "Failed to load resource" in text
+                    and failed
+                    and all(u == "about:blank" or any(p in u for p in MATHJAX_PROBES) for u in failed)
+                ):
+                    problems.append(f"{name}: console error: {text} {where}".rstrip())
+            problems += [f"{name}: network request: {u}" for u in remote]
+            problems += [f"{name}: unrendered math ...{t}..." for t in math["bad"]]
+            problems += [f"{name}: broken image {s}" for s in tab.evaluate(BROKEN_IMAGES)]
+            if math["errors"]:
+                problems.append(f"{name}: {math['errors']} MathJax errors")
+            if "$" in page_path.read_text() and not math["typeset"]:
+                problems.append(f"{name}: has math but MathJax typeset nothing")
+            for href in tab.evaluate(
+                "() => [...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href'))"
+            ):
+                if "://" not in href and not href.startswith(("#", "mailto:")):
+                    target = out / href.split("#")[0]
+                    if href.split("#")[0] and not target.exists():
+                        problems.append(f"{name}: broken link {href}")
+            if name == "index.html" or name.startswith("02"):
+                tab.screenshot(path=str(shots / f"{Path(name).stem}.png"), full_page=True)
+            tab.close()
+    (shots / "pages.json").write_text(json.dumps([p.name for p in pages], indent=1) + "\n")
+    assert not problems, "\n".join(problems)
