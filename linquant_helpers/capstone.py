@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import copy
 import importlib
+import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -102,6 +104,26 @@ def bundled_model_path() -> Path:
     return path
 
 
+NOISY_LOGGERS = ("torchao", "torch.utils._pytree")
+"""Loggers that warn while transformers imports torchao (when the optional torchao is
+installed): kernels for other GPUs it cannot load, and a torch.compile deprecation.
+They print timestamps, and they say nothing about the model."""
+
+
+@contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """Raise the named loggers to ERROR inside the block, then restore their levels."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def load_sentence_model(
     model: str | os.PathLike[str] | None = None,
     *,
@@ -126,8 +148,9 @@ def load_sentence_model(
         raise ValueError("model must be None (the bundled copy), a folder or a Hub id, got ''")
     source = bundled_model_path() if model is None else os.path.expanduser(model)
     try:
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
+        with _quiet_loggers(*NOISY_LOGGERS):
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
     except ImportError as err:
         raise ModelUnavailableError(
             f"sentence-transformers is not installed ({err}).\n" + INSTALL_HINT
@@ -137,9 +160,10 @@ def load_sentence_model(
     # The Rust tokenizer warns about fork-safety when threads were used; we never fork.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        loaded = SentenceTransformer(
-            str(source), device=device, local_files_only=not allow_download
-        )
+        with _quiet_loggers(*NOISY_LOGGERS):
+            loaded = SentenceTransformer(
+                str(source), device=device, local_files_only=not allow_download
+            )
     except OSError as err:
         where = "nor in the Hugging Face cache" if not allow_download else "nor on the Hub"
         raise ModelUnavailableError(
