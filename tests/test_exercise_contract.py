@@ -8,23 +8,29 @@ name, so a new check is covered as soon as it exists). For every pair:
 * a placeholder (the notebooks' ``...`` body, ``return ...``,
   ``raise NotImplementedError``, or no function at all) gives ``[TODO]``;
 * code that raises gives ``[FAIL]`` with the exception's text, never a traceback;
-* each call prints exactly one feedback line.
+* a function that forgot its ``return`` gives ``[FAIL]``, not ``[TODO]``;
+* each call prints exactly one feedback line;
+* every wrong answer of the catalogue (``tests/wrong_answers.py``) gives
+  ``[FAIL]`` with its diagnosis, and every right variant gives ``[PASS]``.
 
-The lesson-specific tests (typical wrong answers rejected with the right
-message) stay in ``tests/test_exercises_lessonNN.py``.
+The lesson-specific tests (the checks' data and references, PyTorch oracles)
+stay in ``tests/test_exercises_lessonNN.py``.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 import torch
+from wrong_answers import CATALOGUE, RIGHT_VARIANTS
 
 from linquant_helpers import exercises
+from linquant_helpers.exercises import feedback
 from linquant_helpers.exercises.feedback import (
     FAIL,
     PASS,
@@ -33,6 +39,7 @@ from linquant_helpers.exercises.feedback import (
     as_number,
     as_pair,
     first_difference,
+    is_placeholder,
     known_mistake,
     random_scale,
     tensor_problem,
@@ -49,6 +56,11 @@ FEWER_SEEDS = {"check_choose_percentile": (None, 0, 1)}  # quantizes the model 8
 
 
 def _returns_none(*args): ...  # the notebooks' placeholder: a body of `...`
+
+
+def _docstring_and_pass(*args):
+    """Write your answer here."""
+    pass
 
 
 def _returns_ellipsis(*args):
@@ -77,7 +89,7 @@ class _PlaceholderObserver:
 
 
 PLACEHOLDERS = {
-    "function": (_returns_none, _returns_ellipsis, _not_implemented, None),
+    "function": (_returns_none, _docstring_and_pass, _returns_ellipsis, _not_implemented, None),
     "class": (_PlaceholderObserver, None),
 }
 
@@ -95,8 +107,12 @@ class Exercise:
         return f"{self.lesson}.{self.name}"
 
     def run(self, answer: object, request: pytest.FixtureRequest, **kwargs) -> CheckResult:
-        extra = request.getfixturevalue("trained_digits") if self.name in NEEDS_MODEL else ()
-        return self.check(answer, *extra, **kwargs)
+        return _run(self.check, self.name, answer, request, **kwargs)
+
+
+def _run(check, name: str, answer: object, request: pytest.FixtureRequest, **kwargs) -> CheckResult:
+    extra = request.getfixturevalue("trained_digits") if name in NEEDS_MODEL else ()
+    return check(answer, *extra, **kwargs)
 
 
 def _exercises() -> Iterator[Exercise]:
@@ -121,6 +137,42 @@ def test_every_lesson_has_checks() -> None:
     lessons = {e.lesson for e in EXERCISES}
     assert lessons == {f"lesson{n:02d}" for n in range(1, 8)}
     assert all(2 <= sum(e.lesson == lesson for e in EXERCISES) <= 4 for lesson in lessons)
+
+
+def _check_of(entry) -> Callable[..., CheckResult]:
+    return getattr(
+        importlib.import_module(f"linquant_helpers.exercises.{entry.lesson}"), entry.check
+    )
+
+
+def _entry_id(entry) -> str:
+    return f"{entry.lesson}.{entry.check.removeprefix('check_')}: {entry.mistake}"
+
+
+def test_catalogue_covers_every_exercise() -> None:
+    for e in EXERCISES:
+        wrong = [w for w in CATALOGUE if (w.lesson, w.check) == (e.lesson, e.name)]
+        right = [r for r in RIGHT_VARIANTS if (r.lesson, r.check) == (e.lesson, e.name)]
+        assert len(wrong) >= 5, f"{e}: only {len(wrong)} wrong answers in the catalogue"
+        assert right, f"{e}: no right variant in the catalogue"
+    known = {(e.lesson, e.name) for e in EXERCISES}
+    assert {(w.lesson, w.check) for w in CATALOGUE + RIGHT_VARIANTS} <= known
+    assert len({_entry_id(w) for w in CATALOGUE}) == len(CATALOGUE), "mistakes must be unique"
+
+
+@pytest.mark.parametrize("entry", CATALOGUE, ids=_entry_id)
+def test_wrong_answer_fails_with_its_diagnosis(entry, request, capsys) -> None:
+    result = _run(_check_of(entry), entry.check, entry.answer, request)
+    assert result.status == FAIL, result
+    assert entry.expect in result.message, result.message
+    _one_line(capsys, result)
+
+
+@pytest.mark.parametrize("entry", RIGHT_VARIANTS, ids=_entry_id)
+def test_right_variant_passes(entry, request, capsys) -> None:
+    result = _run(_check_of(entry), entry.check, entry.answer, request)
+    assert result.status == PASS, result.message
+    _one_line(capsys, result)
 
 
 @pytest.mark.parametrize(
@@ -160,7 +212,67 @@ def test_raising_code_is_a_fail_with_its_message(exercise: Exercise, request, ca
     assert str(result).startswith("[FAIL] ")
 
 
+@pytest.mark.parametrize("exercise", EXERCISES, ids=str)
+def test_forgotten_return_is_a_fail_not_a_todo(exercise: Exercise, request, capsys) -> None:
+    class NoReturn:  # a class answer whose clip_range forgot its return
+        def __init__(self, axis):
+            self.axis = axis
+
+        def update(self, x):
+            self.seen = x
+
+        def clip_range(self):
+            pair = (self.seen, self.seen)  # noqa: F841
+
+    def no_return(*args):
+        answer = args[0]  # noqa: F841
+
+    result = exercise.run(NoReturn if isinstance(exercise.solution, type) else no_return, request)
+    assert result.status == FAIL
+    assert "returned None: did you forget return?" in result.message, result.message
+    _one_line(capsys, result)
+
+
 # ---------------------------------------------------------------- the shared helpers
+
+
+def test_placeholder_is_read_from_the_code() -> None:
+    def blank(x):
+        """Docstring only."""
+
+    def assigns(x):
+        y = x  # noqa: F841
+
+    class Observer:
+        def update(self, x): ...
+
+    assert is_placeholder(_returns_none) and is_placeholder(_docstring_and_pass)
+    assert is_placeholder(blank) and is_placeholder(Observer().update)
+    assert not is_placeholder(assigns) and not is_placeholder(_returns_ellipsis)
+    assert not is_placeholder(print) and not is_placeholder(Observer)
+
+
+def test_feedback_block_is_coloured_deterministic_html(monkeypatch, capsys) -> None:
+    result = CheckResult("f", FAIL, "use x < y & .clamp(qmin, qmax)")
+    html = result._repr_html_()
+    assert html == result._repr_html_()
+    assert feedback.COLOURS[FAIL][0] in html and "word-break: normal" in html
+    assert "x &lt; y &amp; .clamp(qmin, qmax)" in html
+    assert feedback.COLOURS[PASS][0] in CheckResult("f", PASS, "ok")._repr_html_()
+    assert feedback.COLOURS[TODO][0] in CheckResult("f", TODO, "later")._repr_html_()
+
+    shown = []
+    feedback.show(result)  # plain Python: the line only
+    assert capsys.readouterr().out == f"{result}\n"
+    import IPython
+    import IPython.display
+
+    monkeypatch.setitem(sys.modules, "IPython", IPython)
+    monkeypatch.setattr(IPython, "get_ipython", lambda: object())
+    monkeypatch.setattr(IPython.display, "display", lambda data, raw: shown.append((data, raw)))
+    feedback.show(result)  # under IPython: the same line, and the block without text/plain
+    assert capsys.readouterr().out == f"{result}\n"
+    assert shown == [({"text/html": html}, True)]
 
 
 def test_first_difference_and_known_mistake() -> None:
@@ -187,6 +299,7 @@ def test_reading_an_answer() -> None:
     assert tensor_problem(torch.ones(2, 3), x, "f") is None
     assert "must return a torch.Tensor, got list" in tensor_problem([0.0], x, "f")
     assert "shape (2, 3); got shape (6,)" in tensor_problem(torch.ones(6), x, "f")
+    assert "dimension of size 1" in tensor_problem(torch.ones(4, 1), torch.ones(4), "f")
     assert as_number(torch.tensor([0.5]), "scale") == 0.5
     assert as_number(3, "scale") == 3.0
     assert "scale must be a number" in as_number(True, "scale")

@@ -54,21 +54,40 @@ def check_asymmetric_qparams(
 
     def test() -> str | None:
         gen = torch.Generator().manual_seed(seed + 10)
-        cases = _ranges(gen, 6) + [(0.5, 4.0, 8), (-3.0, -1.0, 8)]
+        # -1.3 / (3.3 / 15) = -5.9: a zero point that truncation (int()) gets wrong
+        cases = [(-1.25, 2.0, 4), *_ranges(gen, 6), (0.5, 4.0, 8), (-3.0, -1.0, 8)]
         for x_min, x_max, bits in cases:
             qmin, qmax = qrange(bits, signed=False)
             answer = as_pair(call(asymmetric_qparams, x_min, x_max, bits))
             if isinstance(answer, str):
                 return answer
             scale, zero_point = answer
-            if problem := zero_point_problem(zero_point, qmin, qmax):
-                return problem
             s_ref, z_ref = qparams_from_range(
                 torch.tensor(x_min), torch.tensor(x_max), bits, symmetric=False, signed=False
             )
             s_ref, z_ref = float(s_ref), int(z_ref)
             case = f"for [{x_min:.4g}, {x_max:.4g}] at {bits} bits"
+            if math.isclose(zero_point, s_ref, rel_tol=1e-5) and scale == z_ref:
+                return (
+                    f"{case} you returned ({scale:g}, {zero_point:.6g}): the pair is swapped; "
+                    "return (scale, zero_point), the scale first"
+                )
+            half = 2 ** (bits - 1)
+            if zero_point == z_ref - half and math.isclose(scale, s_ref, rel_tol=1e-5):
+                return (
+                    f"{case} your zero point {zero_point:g} is the one of signed codes "
+                    f"[{-half}, {half - 1}]; here the codes are unsigned, [0, {qmax}]: "
+                    "zero_point = qmin - round(x_min / scale) with qmin = 0"
+                )
+            if problem := zero_point_problem(zero_point, qmin, qmax):
+                return problem
             if not math.isclose(scale, s_ref, rel_tol=1e-5):
+                lo, hi = min(x_min, 0.0), max(x_max, 0.0)
+                if bits != 8 and math.isclose(scale, (hi - lo) / 255, rel_tol=1e-5):
+                    return (
+                        f"{case} your scale divides by 255, the number of steps of 8 bits; "
+                        f"use bits: qmax - qmin = 2^bits - 1 = {qmax}"
+                    )
                 if math.isclose(scale, (x_max - x_min) / 2**bits, rel_tol=1e-5):
                     return (
                         f"{case} the scale divides by 2^bits = {2**bits}; there are "
@@ -85,9 +104,17 @@ def check_asymmetric_qparams(
                     "scale = (x_max - x_min) / (qmax - qmin)"
                 )
             if zero_point != z_ref:
+                v = -min(x_min, 0.0) / s_ref
+                how = (
+                    "it looks truncated (int() or floor), not rounded; "
+                    if zero_point == math.floor(v) != round(v)
+                    else "the sign is wrong; "
+                    if zero_point == min(max(-z_ref, qmin), qmax)
+                    else ""
+                )
                 return (
-                    f"{case} expected zero_point {z_ref}, got {zero_point:g}: zero_point is the "
-                    "code of 0.0, qmin - round(x_min / scale)"
+                    f"{case} expected zero_point {z_ref}, got {zero_point:g}: {how}zero_point "
+                    "is the code of 0.0, qmin - round(x_min / scale)"
                 )
         return None
 
@@ -132,6 +159,11 @@ def check_symmetric_scale(
                     2**bits - 1: f"divides by {2**bits - 1}, but [-max_abs, max_abs] is "
                     "2 * max_abs wide",
                 }
+                if bits != 8:
+                    wrong[127.5 if not narrow else 127] = (
+                        f"divides by {127.5 if not narrow else 127}, the 8-bit value, "
+                        f"although bits = {bits}"
+                    )
                 for divisor, what in wrong.items():
                     if math.isclose(scale, max_abs / divisor, rel_tol=1e-5):
                         return (
@@ -160,10 +192,30 @@ def scheme_gain_db(x: torch.Tensor, bits: int) -> float:
     return asymmetric - symmetric
 
 
-def _scheme_cases(gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Tensors of different shapes of distribution, each clearly on one side of the rule."""
+def _row_gains_db(rows: torch.Tensor, bits: int) -> torch.Tensor:
+    """:func:`scheme_gain_db` of every row of ``rows`` at once (one set of qparams per row)."""
+
+    def sqnr(symmetric: bool) -> torch.Tensor:
+        s, z = choose_qparams(rows, bits, symmetric=symmetric, signed=symmetric, axis=0)
+        noise = rows - fake_quantize(rows, s, z, bits, signed=symmetric, axis=0)
+        return 10 * torch.log10(rows.double().pow(2).sum(1) / noise.double().pow(2).sum(1))
+
+    return sqnr(False) - sqnr(True)
+
+
+NEAR_MARGIN_DB = 0.25
+""":func:`check_pick_scheme` also tries data this far (in dB) on either side of ``MIN_GAIN_DB``."""
+
+
+def _scheme_cases(gen: torch.Generator) -> list[tuple[str, torch.Tensor, int]]:
+    """``(name, x, bits)``: five shapes of distribution far from the rule's threshold, then,
+    per bit width, a shifted and a leaky-ReLU distribution just above and just below it.
+
+    The near cases are picked from a grid of shifts (slopes) as the ones whose gain is
+    closest to ``MIN_GAIN_DB`` +- ``NEAR_MARGIN_DB``: only a measurement tells them apart.
+    """
     normal = torch.randn(4096, generator=gen)
-    return {
+    far = {
         "zero-centred weights": 0.05 * normal,
         "post-ReLU activations": torch.relu(normal),
         "activations with a small negative tail (GELU-like)": torch.nn.functional.gelu(normal),
@@ -172,6 +224,22 @@ def _scheme_cases(gen: torch.Generator) -> dict[str, torch.Tensor]:
             torch.rand(4096, generator=gen).clamp(1e-4, 1 - 1e-4)
         ),
     }
+    cases = [(name, x, bits) for name, x in far.items() for bits in (8, 4)]
+    families = {
+        "a feature of mean {:.2f}, std 1": (torch.linspace(0.0, 1.2, 41), lambda m: normal + m),
+        "leaky-ReLU activations, negative slope {:.3f}": (
+            torch.linspace(0.45, 1.0, 45),
+            lambda a: torch.where(normal > 0, normal, a * normal),
+        ),
+    }
+    for bits in (8, 4):
+        for name, (grid, make) in families.items():
+            gains = _row_gains_db(torch.stack([make(float(p)) for p in grid]), bits)
+            for target in (MIN_GAIN_DB + NEAR_MARGIN_DB, MIN_GAIN_DB - NEAR_MARGIN_DB):
+                i = int((gains - target).abs().argmin())
+                if abs(gains[i] - MIN_GAIN_DB) > NEAR_MARGIN_DB / 2:  # clear of float noise
+                    cases.append((name.format(float(grid[i])), make(float(grid[i])), bits))
+    return cases
 
 
 def check_pick_scheme(
@@ -182,29 +250,32 @@ def check_pick_scheme(
     The rule: min-max asymmetric (unsigned codes) only if its SQNR beats
     min-max symmetric (signed codes) by more than ``MIN_GAIN_DB`` = 1 dB,
     because its zero point costs extra work in every integer matmul. Tested on
-    five distributions at 8 and 4 bits.
+    five distributions far from the threshold at 8 and 4 bits, and on eight
+    within ``NEAR_MARGIN_DB`` of it, where no rule of thumb can stand in for
+    measuring.
     """
 
     def test() -> str | None:
         gen = torch.Generator().manual_seed(seed + 12)
-        for name, x in _scheme_cases(gen).items():
-            for bits in (8, 4):
-                gain = scheme_gain_db(x, bits)
-                expected = "asymmetric" if gain > MIN_GAIN_DB else "symmetric"
-                got = call(pick_scheme, x.clone(), bits)
-                if got not in ("symmetric", "asymmetric"):
-                    return f"return 'symmetric' or 'asymmetric', got {got!r}"
-                if got != expected:
-                    return (
-                        f"for {name} (range [{x.min():.3g}, {x.max():.3g}]) at {bits} bits, "
-                        f"asymmetric gains {gain:.2f} dB of SQNR over symmetric, "
-                        f"{'more' if gain > MIN_GAIN_DB else 'less'} than {MIN_GAIN_DB:g} dB: "
-                        f"expected {expected!r}, got {got!r}. Measure both with sqnr_db."
-                    )
+        for name, x, bits in _scheme_cases(gen):
+            gain = scheme_gain_db(x, bits)
+            expected = "asymmetric" if gain > MIN_GAIN_DB else "symmetric"
+            got = call(pick_scheme, x.clone(), bits)
+            if got not in ("symmetric", "asymmetric"):
+                return f"return 'symmetric' or 'asymmetric', got {got!r}"
+            if got != expected:
+                return (
+                    f"for {name} (range [{x.min():.3g}, {x.max():.3g}]) at {bits} bits, "
+                    f"asymmetric gains {gain:.2f} dB of SQNR over symmetric, "
+                    f"{'more' if gain > MIN_GAIN_DB else 'less'} than {MIN_GAIN_DB:g} dB: "
+                    f"expected {expected!r}, got {got!r}. Measure both with sqnr_db "
+                    "(min-max qparams from choose_qparams: signed symmetric, unsigned "
+                    "asymmetric) and compare the difference with 1 dB."
+                )
         return None
 
     return run_check(
         "pick_scheme",
         test,
-        "picks the scheme the measured SQNR supports on five distributions, 8 and 4 bits.",
+        "picks the scheme the measured SQNR supports, near the 1 dB threshold too, 8 and 4 bits.",
     )

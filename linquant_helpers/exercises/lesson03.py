@@ -68,7 +68,7 @@ def _random_inputs(
 def _cases(gen: torch.Generator) -> list[tuple[torch.Tensor, float, int, object]]:
     """``(x, scale, zero_point, dtype)``: ties with odd zero points, then random values."""
     x, scale = _tie_inputs(gen)
-    cases = [(x, scale, 1, torch.quint8), (x, scale, -3, torch.qint8)]
+    cases = [(x, scale, -3, torch.qint8), (x, scale, 1, torch.quint8)]
     for dtype, zero_point in ((torch.quint8, 131), (torch.qint8, -9)):
         x, scale = _random_inputs(gen, zero_point, signed_codes(dtype))
         cases.append((x, scale, zero_point, dtype))
@@ -117,6 +117,26 @@ def check_quantize_like_torch(
                     "the zero point before rounding, round(x / scale + zero_point). Rounding "
                     "first, then adding it, is what fake_quantize_per_tensor_affine does."
                 )
+            v = x.double() / scale + zero_point
+            other = (0, 255) if signed else (-128, 127)
+            mistakes = {
+                "ties are rounded up (floor(v + 0.5)); torch.round, like PyTorch's kernels, "
+                "rounds half to even": torch.floor(v + 0.5).clamp(qmin, qmax),
+                "ties are rounded away from zero; torch.round, like PyTorch's kernels, rounds "
+                "half to even": (torch.sign(v) * torch.floor(v.abs() + 0.5)).clamp(qmin, qmax),
+                "the codes are floored, not rounded; use torch.round": torch.floor(v).clamp(
+                    qmin, qmax
+                ),
+                "the codes are truncated toward zero (.int() without rounding), not rounded; "
+                "use torch.round": torch.trunc(v).clamp(qmin, qmax),
+                "the zero point is missing: round(x / scale + zero_point)": torch.round(
+                    x.double() / scale
+                ).clamp(qmin, qmax),
+                f"{dtype} has codes [{qmin}, {qmax}]; you clamped to [{other[0]}, {other[1]}], "
+                "the range of the other dtype": torch.round(v).clamp(*other),
+            }
+            if message := known_mistake(got, mistakes):
+                return f"{at}: {message}"
             return (
                 f"{at} ({dtype}, codes [{qmin}, {qmax}]) torch.quantize_per_tensor gives "
                 f"{exp_i:g}, you give {got_i:g}"
@@ -128,6 +148,11 @@ def check_quantize_like_torch(
         test,
         "the codes of torch.quantize_per_tensor, ties and clamping included, quint8 and qint8.",
     )
+
+
+def _values(q: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int) -> torch.Tensor:
+    """Fake-quantized values of codes ``q`` computed without the zero point (rounded first)."""
+    return ((q + zero_point).clamp(qmin, qmax) - zero_point) * scale
 
 
 def check_fake_quantize_like_torch(
@@ -163,7 +188,19 @@ def check_fake_quantize_like_torch(
             at = f"at x = {x_i:g}, scale = {scale:g}, zero_point = {zero_point}"
             add_first = quantize(x, scale, zero_point, 8, signed=qmin < 0)
             unclamped = _round_first(x, scale)
+            r = x.double() / scale
+
             mistakes = {
+                f"{at}: ties are rounded up (floor(v + 0.5)); PyTorch rounds half to even, "
+                "like torch.round": _values(torch.floor(r + 0.5), scale, zero_point, qmin, qmax),
+                f"{at}: ties are rounded away from zero; PyTorch rounds half to even, like "
+                "torch.round": _values(
+                    torch.sign(r) * torch.floor(r.abs() + 0.5), scale, zero_point, qmin, qmax
+                ),
+                f"{at}: the zero point is ignored, so the clamping range is wrong: the codes "
+                "round(x / scale) + zero_point are clamped to [quant_min, quant_max]": (
+                    unclamped.clamp(qmin, qmax).double() * scale
+                ),
                 f"{at} fake_quantize_per_tensor_affine gives {exp_i:g} but you give {got_i:g}: "
                 "it rounds x / scale first and adds the zero point after, "
                 "round(x / scale) + zero_point. Adding it before rounding is what "
@@ -228,12 +265,23 @@ def check_minmax_observer_qparams(
                     if isinstance(answer, str):
                         return answer
                     scale, zero_point = answer
-                    if problem := zero_point_problem(zero_point, qmin, qmax):
-                        return problem
                     s_ref, z_ref = choose_qparams(x, 8, symmetric=symmetric, signed=signed)
                     s_ref, z_ref = float(s_ref), int(z_ref)
                     kind = "per_tensor_symmetric" if symmetric else "per_tensor_affine"
                     case = f"for {name} with {dtype} and {kind}"
+                    if (
+                        signed
+                        and not symmetric
+                        and zero_point in (z_ref - qmin, min(z_ref - qmin, qmax))
+                        and zero_point != z_ref
+                    ):
+                        return (
+                            f"{case} expected zero_point {z_ref}, got {zero_point:g}: qmin is "
+                            f"missing; zero_point = qmin - round(min(x.min(), 0) / scale) with "
+                            f"qmin = {qmin} for qint8"
+                        )
+                    if problem := zero_point_problem(zero_point, qmin, qmax):
+                        return problem
                     max_abs = float(x.abs().max())
                     if symmetric and math.isclose(scale, max_abs / 127, rel_tol=1e-5):
                         return (
@@ -242,6 +290,17 @@ def check_minmax_observer_qparams(
                         )
                     if not math.isclose(scale, s_ref, rel_tol=1e-5):
                         lo, hi = float(x.min()), float(x.max())
+                        wide = max(hi, 0.0) - min(lo, 0.0)
+                        if symmetric and math.isclose(scale, wide / 255, rel_tol=1e-5):
+                            return (
+                                f"{case} your scale is (max - min) / 255, the affine one; "
+                                "symmetric centres the range on 0: max(|min|, |max|) / 127.5"
+                            )
+                        if not symmetric and math.isclose(scale, max_abs / 127.5, rel_tol=1e-5):
+                            return (
+                                f"{case} your scale is max|x| / 127.5, the symmetric one; "
+                                "per_tensor_affine uses (max(x.max(), 0) - min(x.min(), 0)) / 255"
+                            )
                         if math.isclose(scale, (hi - lo) / 255, rel_tol=1e-5):
                             return (
                                 f"{case} the observer widens the range to include 0 "

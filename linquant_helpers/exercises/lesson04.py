@@ -7,6 +7,7 @@ the learner's function with the package and names the typical mistakes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -77,6 +78,8 @@ def check_fold_bn_into_conv(fold: Callable[..., tuple], seed: int = SEED) -> Che
             "eps is missing: k = gamma / sqrt(var + eps)": w
             * (gamma / torch.sqrt(var)).reshape(-1, 1, 1, 1),
             "the weight is divided by k; multiply: W' = W * k": w / k.reshape(-1, 1, 1, 1),
+            "eps is added after the square root: k = gamma / sqrt(var + eps)": w
+            * (gamma / (torch.sqrt(var) + eps)).reshape(-1, 1, 1, 1),
         }
         if first_difference(w_got, w_ref, atol=1e-5, rtol=1e-4) is not None:
             message = known_mistake(w_got, weight_mistakes, atol=1e-5, rtol=1e-4)
@@ -89,6 +92,10 @@ def check_fold_bn_into_conv(fold: Callable[..., tuple], seed: int = SEED) -> Che
             "the bias is not scaled by k: b' = (b - mean) * k + beta": b - mean + beta,
             "beta is missing: b' = (b - mean) * k + beta": (b - mean) * k,
             "the conv's own bias is missing: b' = (b - mean) * k + beta": -mean * k + beta,
+            "the conv's bias is added unscaled; it passes through BatchNorm too: "
+            "b' = (b - mean) * k + beta": b + beta - mean * k,
+            "the mean is added; BatchNorm subtracts it: b' = (b - mean) * k + beta": (b + mean) * k
+            + beta,
         }
         if first_difference(b_got, b_ref, atol=1e-5, rtol=1e-4) is not None:
             message = known_mistake(b_got, bias_mistakes, atol=1e-5, rtol=1e-4)
@@ -139,12 +146,15 @@ def check_per_channel_qparams(
                         f"{name} is a single number for the whole tensor (per-tensor); "
                         "reduce every dimension except dim 0"
                     )
-                if problem := tensor_problem(value, ref_scale, name):
-                    return problem + " (one value per output channel: reduce all dims but 0)"
+                if problem := tensor_problem(value, ref_scale, name, per="output channel"):
+                    if isinstance(value, torch.Tensor) and value.numel() != len(ref_scale):
+                        problem += ": reduce all dimensions but 0, e.g. w.flatten(1).amin(dim=1)"
+                    return problem
             flat = w.flatten(1)
             lo, hi = flat.amin(dim=1).clamp(max=0), flat.amax(dim=1).clamp(min=0)
             if first_difference(scale, ref_scale, rtol=1e-5) is not None:
                 dims = [d for d in range(w.ndim) if d != 1]
+                absmax = flat.abs().amax(dim=1)
                 per_in = _asymmetric(
                     w.amin(dim=dims).clamp(max=0), w.amax(dim=dims).clamp(min=0), bits
                 )[0]
@@ -156,20 +166,36 @@ def check_per_channel_qparams(
                     "steps between the first and the last code": (hi - lo) / 2**bits,
                     "the scale is per *input* channel (dim 1); weights are quantized per "
                     "output channel, dim 0": per_in,
+                    "that is the symmetric scale, max|w| / ((2^bits - 1) / 2); this exercise "
+                    "asks for the asymmetric one, (max(w_max, 0) - min(w_min, 0)) / (2^bits - 1)": (
+                        absmax / ((2**bits - 1) / 2)
+                    ),
+                    "that is the symmetric scale; this exercise asks for the asymmetric one, "
+                    "(max(w_max, 0) - min(w_min, 0)) / (2^bits - 1)": absmax
+                    / (2 ** (bits - 1) - 1),
                 }
                 same_shape = {m: r for m, r in mistakes.items() if r.shape == scale.shape}
                 return known_mistake(scale, same_shape, rtol=1e-5) or (
                     f"wrong scales at {bits} bits for a weight of shape {tuple(shape)}: "
                     "scale = (max(w_max, 0) - min(w_min, 0)) / (2^bits - 1) per output channel"
                 )
-            # accept the zero point that the learner's own scale implies (ties at .5 aside)
-            if first_difference(zero_point, ref_zp) is None:
+            # at a near-tie (float32 vs float64 arithmetic) either neighbouring code is right
+            v = -lo.double() / ref_scale.double()
+            near_tie = ((v - v.floor()) - 0.5).abs() < 1e-3
+            zp = zero_point.detach().double()
+            if bool(((zp == ref_zp) | (near_tie & ((zp == v.floor()) | (zp == v.ceil())))).all()):
                 continue
             if not bool((zero_point == torch.round(zero_point)).all()):
                 return "zero_point must hold integers: round it, z = -round(min(w_min, 0) / scale)"
             mistakes = {
                 "the zero point has the wrong sign: z = -round(min(w_min, 0) / scale), "
                 "a code >= 0 with unsigned codes": torch.round(lo / ref_scale),
+                "the zero point is truncated (floor or .int()), not rounded: "
+                "z = -round(min(w_min, 0) / scale)": torch.floor(v),
+                "the zero point of the unwidened range: it must be the code of 0.0, "
+                "z = -round(min(w_min, 0) / scale), which is 0 for an all-positive channel": (
+                    -torch.round(flat.amin(dim=1) / ref_scale)
+                ),
             }
             return known_mistake(zero_point, mistakes) or (
                 f"wrong zero points at {bits} bits: z = -round(min(w_min, 0) / scale), "
@@ -187,6 +213,13 @@ def check_per_channel_qparams(
 # ---------------------------------------------------------------- per-group
 
 
+def _grouped(
+    groups: torch.Tensor, scale: torch.Tensor, rounding: Callable = torch.round, *, qmax: int
+) -> torch.Tensor:
+    """Fake quantization of ``(rows, n_groups, g)`` groups with ``scale``, as ``(rows, cols)``."""
+    return (rounding(groups / scale).clamp(-qmax, qmax) * scale).flatten(1)
+
+
 def check_group_fake_quantize(
     group_fake_quantize: Callable[[torch.Tensor, int, int], torch.Tensor], seed: int = SEED
 ) -> CheckResult:
@@ -201,6 +234,11 @@ def check_group_fake_quantize(
         for rows, cols, bits, g in ((8, 32, 4, 8), (6, 48, 3, 16)):
             w = _spread_weight(gen, (rows, cols))
             w[:, :g] *= 10  # the first group of every row is wider: groups matter
+            if bits == 4:  # two groups of exact ties, scale 1.75 / 7 = 0.25; the second's
+                # largest magnitude is negative, so max() and abs().max() disagree
+                ties = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, -3.5]) * 0.25
+                w[0, :g] = torch.cat([torch.tensor([1.75]), ties])
+                w[1, g : 2 * g] = torch.cat([torch.tensor([-1.75]), -ties])
             ref = fake_quantize_weight(w, bits, g)
             got = call(group_fake_quantize, w.clone(), bits, g)
             if problem := tensor_problem(got, w, "group_fake_quantize"):
@@ -208,7 +246,30 @@ def check_group_fake_quantize(
             if first_difference(got, ref, atol=1e-6, rtol=1e-5) is None:
                 continue
             by_columns = fake_quantize_weight(w.t().contiguous(), bits, g).t()
+            groups = w.double().reshape(rows, -1, g)
+            qmax = 2 ** (bits - 1) - 1
+            absmax = groups.abs().amax(dim=-1, keepdim=True)
+
+            grouped = functools.partial(_grouped, groups, qmax=qmax)
+            half_up = grouped(absmax / qmax, lambda v: torch.floor(v + 0.5))
+            away = grouped(absmax / qmax, lambda v: torch.sign(v) * torch.floor(v.abs() + 0.5))
             mistakes = {
+                "ties are rounded up (floor(v + 0.5)); torch.round rounds half to even: "
+                "0.5 -> 0, 1.5 -> 2, -2.5 -> -2": half_up,
+                "ties are rounded away from zero; torch.round rounds half to even: "
+                "0.5 -> 0, 1.5 -> 2, -2.5 -> -2": away,
+                "the scale uses the largest value, not the largest magnitude: a group whose "
+                "extreme is negative is clipped; use .abs().amax(dim=-1, keepdim=True)": grouped(
+                    groups.amax(dim=-1, keepdim=True) / qmax
+                ),
+                f"the scale divides by 2^(bits-1) = {qmax + 1}; the narrow codes reach "
+                f"2^(bits-1) - 1 = {qmax}: scale = absmax / {qmax}": grouped(absmax / (qmax + 1)),
+                f"the scale divides by {qmax + 0.5}, the full range's half width; the codes here "
+                f"are narrow, [-{qmax}, {qmax}]: scale = absmax / {qmax}": grouped(
+                    absmax / (qmax + 0.5)
+                ),
+                "these are the codes; multiply them back by the scale": grouped(absmax / qmax)
+                / (absmax / qmax).expand_as(groups).reshape(w.shape),
                 "one scale per row: that is per-channel; cut each row into groups of "
                 "group_size with w.reshape(rows, -1, group_size)": fake_quantize_weight(
                     w, bits, "channel"

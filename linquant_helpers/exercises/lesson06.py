@@ -1,4 +1,4 @@
-"""Checks for notebook 06: the fixed-point multiplier, the int32 bias, a per-channel dequantize.
+"""Checks for notebook 06: fixed-point multiplier, int32 bias, per-channel dequantize, the STE.
 
 References are the package's :mod:`~linquant_helpers.integer_ops` and
 :func:`~linquant_helpers.affine.dequantize`; inputs are drawn fresh from a
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -118,48 +119,67 @@ def check_int32_bias(
     """Check ``int32_bias(bias, input_scale, weight_scale) -> int32 codes``.
 
     The answer is ``round(b / (s_x s_w))``, compared with
-    :func:`~linquant_helpers.integer_ops.quantize_bias` for per-channel weight scales."""
+    :func:`~linquant_helpers.integer_ops.quantize_bias` for per-channel weight
+    scales: first on random biases 0.1 away from ties, then on exact ties
+    (power-of-two scales), where only rounding half to even is right."""
 
     def test() -> str | None:
         gen = torch.Generator().manual_seed(seed + 61)
-        bias, s_x, s_w = _bias_case(gen, 12)
-        got = call(int32_bias, bias.clone(), s_x, s_w.clone())
-        if problem := tensor_problem(got, bias, "int32_bias"):
-            return problem
-        expected = quantize_bias(bias, s_x, s_w)
-        i = first_difference(got, expected)
-        if i is None:
-            if got.dtype != torch.int32:
-                return (
-                    f"the codes are right but their dtype is {got.dtype}: the bias is added to "
-                    "an int32 accumulator; return .to(torch.int32)"
-                )
-            return None
-        b = bias.double()
-        mistakes = {
-            "divided by the input scale only: the accumulator's scale is s_x * s_w": torch.round(
-                b / s_x
-            ),
-            "divided by the weight scale only: the accumulator's scale is s_x * s_w": torch.round(
-                b / s_w.double()
-            ),
-            "truncated instead of rounded: use torch.round before converting": torch.trunc(
-                b / (s_x * s_w.double())
-            ),
-            "multiplied by the scales; quantizing divides: round(b / (s_x * s_w))": torch.round(
-                b * s_x * s_w.double()
-            ),
-        }
-        if message := known_mistake(got, mistakes):
-            return message
-        got_i, s_w_i = got.flatten()[i].item(), s_w[i].item()
-        return (
-            f"bias[{i}] = {bias[i].item():.6g} with s_x = {s_x:.4g}, s_w[{i}] = {s_w_i:.4g} "
-            f"should give {int(expected[i])}, got {got_i:g}: round(b / (s_x * s_w))"
-        )
+        # then exact ties: power-of-two scales, b / (s_x s_w) = k + 0.5 exactly
+        halves = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 100.5, -7.5])
+        s_w_ties = 2.0 ** -torch.tensor([7.0, 8.0, 9.0, 7.0, 10.0, 8.0, 9.0, 7.0])
+        for bias, s_x, s_w in (_bias_case(gen, 12), (halves * 2**-5 * s_w_ties, 2**-5, s_w_ties)):
+            if problem := _bias_problem(int32_bias, bias, s_x, s_w):
+                return problem
+        return None
 
     return run_check(
         "int32_bias", test, "matches quantize_bias: round(b / (s_x * s_w)) as int32, per channel."
+    )
+
+
+def _bias_problem(
+    int32_bias: Callable[..., torch.Tensor], bias: torch.Tensor, s_x: float, s_w: torch.Tensor
+) -> str | None:
+    """Compare ``int32_bias(bias, s_x, s_w)`` with :func:`quantize_bias`, naming known mistakes."""
+    got = call(int32_bias, bias.clone(), s_x, s_w.clone())
+    if problem := tensor_problem(got, bias, "int32_bias"):
+        return problem
+    expected = quantize_bias(bias, s_x, s_w)
+    i = first_difference(got, expected)
+    if i is None:
+        if got.dtype != torch.int32:
+            return (
+                f"the codes are right but their dtype is {got.dtype}: the bias is added to "
+                "an int32 accumulator; return .to(torch.int32)"
+            )
+        return None
+    b = bias.double()
+    mistakes = {
+        "divided by the input scale only: the accumulator's scale is s_x * s_w": torch.round(
+            b / s_x
+        ),
+        "divided by the weight scale only: the accumulator's scale is s_x * s_w": torch.round(
+            b / s_w.double()
+        ),
+        "truncated instead of rounded: use torch.round before converting": torch.trunc(
+            b / (s_x * s_w.double())
+        ),
+        "multiplied by the scales; quantizing divides: round(b / (s_x * s_w))": torch.round(
+            b * s_x * s_w.double()
+        ),
+        "ties are rounded up (floor(v + 0.5)); torch.round rounds half to even: "
+        "0.5 -> 0, 1.5 -> 2, -2.5 -> -2": torch.floor(b / (s_x * s_w.double()) + 0.5),
+        "ties are rounded away from zero; torch.round rounds half to even: "
+        "0.5 -> 0, 1.5 -> 2, -2.5 -> -2": torch.sign(b)
+        * torch.floor((b / (s_x * s_w.double())).abs() + 0.5),
+    }
+    if message := known_mistake(got, mistakes):
+        return message
+    got_i, s_w_i = got.flatten()[i].item(), s_w[i].item()
+    return (
+        f"bias[{i}] = {bias[i].item():.6g} with s_x = {s_x:.4g}, s_w[{i}] = {s_w_i:.4g} "
+        f"should give {int(expected[i])}, got {got_i:g}: round(b / (s_x * s_w))"
     )
 
 
@@ -189,6 +209,9 @@ def _dequantize_problem(
         "the scales run along the last dimension (one per input column); there is one per "
         "output row: use scale[:, None] and zero_point[:, None]": scale.double()
         * (qd - zp.double()),
+        "q - zero_point wrapped around in int8 (an int8 difference cannot hold 127 - (-30)); "
+        "convert the codes first, q.float() - zero_point[:, None]": s
+        * ((qd - z + 128).remainder(256) - 128),
     }
     if message := known_mistake(got, mistakes, atol, 1e-5):
         return message
@@ -223,4 +246,134 @@ def check_dequantize_per_channel(
         "dequantize_per_channel",
         test,
         "matches dequantize(q, scale, zero_point, axis=0): scale * (q - zero_point), per row.",
+    )
+
+
+# ---------------------------------------------------------------- straight-through estimator
+
+
+class _Round(torch.autograd.Function):
+    """``torch.round`` whose backward is its true derivative, 0, like a real quantizer's."""
+
+    @staticmethod
+    def forward(ctx: Any, v: torch.Tensor) -> torch.Tensor:
+        return torch.round(v)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(grad)
+
+
+class _Quantizer:
+    """A fake quantizer ``fq(w) = clamp(round(w / s), -q, q) * s`` that notes its graph nodes."""
+
+    def __init__(self, scale: float, qmax: int):
+        self.scale, self.qmax, self.nodes = scale, qmax, set()
+
+    def __call__(self, w: torch.Tensor) -> torch.Tensor:
+        out = _Round.apply(w / self.scale).clamp(-self.qmax, self.qmax) * self.scale
+        if out.grad_fn is not None:
+            self.nodes.add(out.grad_fn)
+        return out
+
+
+def _reaches_without(out: torch.Tensor, w: torch.Tensor, avoid: set) -> bool:
+    """True if the autograd graph of ``out`` reaches ``w`` by a path that avoids ``avoid``."""
+    stack, seen = [out.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen or node in avoid:
+            continue
+        seen.add(node)
+        if getattr(node, "variable", None) is w:
+            return True
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return False
+
+
+def _straight_through_problem(
+    fn: Callable[..., torch.Tensor], w0: torch.Tensor, fq: _Quantizer, upstream: torch.Tensor
+) -> str | None:
+    w = torch.nn.Parameter(w0.clone())
+    out = call(fn, w, fq)
+    if problem := tensor_problem(out, w0, "straight_through"):
+        return problem
+    if not torch.equal(w.detach(), w0):
+        return (
+            "your function changed w in place (w.data = ... or an in-place op): the float "
+            "weights are what the optimizer trains; return a new tensor and leave w alone"
+        )
+    expected = fq(w0)
+    if first_difference(out, w0, atol=1e-7) is None:
+        return (
+            "the forward value is w itself, not fq(w): the straight-through estimator changes "
+            "only the backward pass; the forward pass must use the quantized weight"
+        )
+    if first_difference(out, expected, atol=1e-6 * fq.scale) is not None:
+        if first_difference(out, 2 * w0 - expected, atol=1e-6 * fq.scale) is None:
+            return "the value is 2w - fq(w): the correction has the wrong sign, w + (fq(w) - w)"
+        return "the forward value must be fq(w), the fake-quantized weight (call fq)"
+    if not out.requires_grad or out.grad_fn is None:
+        return (
+            "no gradient reaches w: your result is cut from the graph (.detach() or "
+            "torch.no_grad() around all of it); detach only the correction: "
+            "w + (fq(w) - w).detach()"
+        )
+    (grad,) = torch.autograd.grad(out, w, upstream, allow_unused=True)
+    if grad is None:
+        return (
+            "no gradient reaches w (your result does not depend on w in the graph); "
+            "w + (fq(w) - w).detach() keeps w in it"
+        )
+    if first_difference(grad, upstream, atol=1e-6) is None:
+        return None
+    if first_difference(grad, torch.zeros_like(grad)) is None:
+        if _reaches_without(out, w, fq.nodes):
+            return (
+                "the gradient is 0: without .detach(), the gradient of w + (fq(w) - w) is "
+                "1 + fq'(w) - 1 = fq'(w), and rounding's is 0. Detach the correction: "
+                "w + (fq(w) - w).detach()"
+            )
+        return (
+            "the gradient is 0: you return fq(w) itself, and rounding has no gradient, so no "
+            "weight would ever train. Use the straight-through estimator: "
+            "w + (fq(w) - w).detach()"
+        )
+    i = first_difference(grad, upstream, atol=1e-6)
+    return (
+        f"the gradient should pass straight through, dL/dw = dL/dw_q; at element {i} it is "
+        f"{grad.flatten()[i].item():.4g} instead of {upstream.flatten()[i].item():.4g}"
+    )
+
+
+def check_straight_through(
+    straight_through: Callable[[torch.Tensor, Callable], torch.Tensor], seed: int = SEED
+) -> CheckResult:
+    """Check ``straight_through(w, fq) -> w_q``: the value of ``fq(w)``, the gradient of ``w``.
+
+    ``fq`` is a fake quantizer the check supplies (symmetric, one fixed scale,
+    rounding with its true gradient 0). The result must equal ``fq(w)`` and,
+    differentiated with a random upstream gradient ``g``, give ``dL/dw = g``
+    exactly, without changing ``w``. Tried on a vector and on a weight matrix
+    with two quantizers, so that hard-coding a quantizer fails. The classic
+    mistakes are named: the result cut from the graph, ``fq(w)`` alone (zero
+    gradient), a missing ``.detach()`` (found in the autograd graph: a path to
+    ``w`` that avoids ``fq``), ``w`` in the forward pass.
+    """
+
+    def test() -> str | None:
+        gen = torch.Generator().manual_seed(seed + 63)
+        for shape, scale, qmax in (((16,), 0.125, 7), ((6, 10), 0.0625, 3)):
+            w0 = (torch.rand(shape, generator=gen) * 2 - 1) * scale * qmax  # inside the range
+            upstream = torch.randn(shape, generator=gen)
+            if problem := _straight_through_problem(
+                straight_through, w0, _Quantizer(scale, qmax), upstream
+            ):
+                return problem
+        return None
+
+    return run_check(
+        "straight_through",
+        test,
+        "the forward pass sees fq(w), the backward pass the identity: dL/dw = dL/dw_q.",
     )

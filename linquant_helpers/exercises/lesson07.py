@@ -73,6 +73,10 @@ def check_packed_nbytes(
                 "4 bytes each",
                 n * bits + groups * SCALE_BYTES: "counts the codes in bits, not bytes: divide "
                 "out * in * bits by 8",
+                codes + in_f // g * SCALE_BYTES: "counts the scales of one row only: every one "
+                f"of the {out_f} rows has in / group_size groups, {groups} scales in all",
+                codes + 2 * groups * SCALE_BYTES: "counts a zero point per group too; these "
+                "codes are symmetric, so each group stores only its float32 scale",
             }
             if got in mistakes:
                 return f"{case} your answer {got:g} {mistakes[got]}"
@@ -142,6 +146,10 @@ def check_smoothquant_scales(
                 "s = act_absmax**alpha / w_absmax**(1 - alpha)": a ** (1 - alpha) / w**alpha,
                 "s is inverted: divide the activation maximum by the weight maximum, "
                 "s = act_absmax**alpha / w_absmax**(1 - alpha)": w ** (1 - alpha) / a**alpha,
+                "the scale multiplies the two maxima; it divides: "
+                "s = act_absmax**alpha / w_absmax**(1 - alpha)": a**alpha * w ** (1 - alpha),
+                "the weight's maximum is over the whole tensor; take one per input channel, "
+                "weight.abs().amax(dim=0)": a**alpha / weight.double().abs().max() ** (1 - alpha),
                 "alpha is ignored (this is alpha = 0.5): "
                 "s = act_absmax**alpha / w_absmax**(1 - alpha)": (a / w).sqrt(),
                 "the weight's maximum must be of |W|, not of W: a large negative weight counts "

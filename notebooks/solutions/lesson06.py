@@ -1,4 +1,4 @@
-"""Reference solutions for notebook 06: integer inference by hand."""
+"""Reference solutions for notebook 06: integer inference by hand, and the STE of QAT."""
 
 import math
 
@@ -21,3 +21,8 @@ def int32_bias(bias, input_scale, weight_scale):
 def dequantize_per_channel(q, scale, zero_point):
     # one scale and zero point per row: broadcast them as columns, subtract before scaling
     return scale[:, None] * (q.float() - zero_point[:, None])
+
+
+def straight_through(w, fq):
+    # value: w + fq(w) - w = fq(w); gradient: only the first w is in the graph, so 1
+    return w + (fq(w) - w).detach()

@@ -1,0 +1,1315 @@
+"""The wrong-answer catalogue: typical mistakes per exercise, and right answers written differently.
+
+Every :class:`WrongAnswer` is a learner's answer with one typical mistake; its
+check must print ``[FAIL]`` with ``expect`` in the message (the diagnosis).
+Every :class:`RightAnswer` is a correct answer written another way than the
+reference solution; its check must print ``[PASS]``.
+``tests/test_exercise_contract.py`` runs them all, and the instructors' guide
+lists the mistakes from here, so the guide cannot drift from the checks.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from linquant_helpers import (
+    PercentileObserver,
+    choose_qparams,
+    fake_quantize,
+    mse,
+    ptq,
+    qparams_from_range,
+    sqnr_db,
+)
+
+
+@dataclass(frozen=True)
+class WrongAnswer:
+    """A wrong answer to one exercise, and the diagnosis its check must give."""
+
+    lesson: str  # "lesson01"
+    check: str  # name of the check function, e.g. "check_linear_quantize"
+    mistake: str  # short human description, e.g. "adds the zero point after rounding"
+    answer: Callable  # the wrong answer (a function or class, as the learner would write it)
+    expect: str  # a substring the [FAIL] feedback line must contain (the diagnosis)
+
+
+@dataclass(frozen=True)
+class RightAnswer:
+    """A right answer written differently from the reference solution: it must pass."""
+
+    lesson: str
+    check: str
+    mistake: str  # how it differs from the reference solution (not a mistake: it must pass)
+    answer: Callable
+
+
+_wrong: list[WrongAnswer] = []
+_right: list[RightAnswer] = []
+
+
+def wrong(lesson: str, check: str, mistake: str, expect: str) -> Callable:
+    """Decorator: register the decorated function or class as a wrong answer."""
+
+    def register(answer: Callable) -> Callable:
+        _wrong.append(WrongAnswer(lesson, check, mistake, answer, expect))
+        return answer
+
+    return register
+
+
+def right(lesson: str, check: str, how: str) -> Callable:
+    """Decorator: register the decorated function or class as a right answer written differently."""
+
+    def register(answer: Callable) -> Callable:
+        _right.append(RightAnswer(lesson, check, how, answer))
+        return answer
+
+    return register
+
+
+# ================================================================ lesson 01
+
+L1Q = ("lesson01", "check_linear_quantize")
+
+
+def _quantize(rounding=torch.round, *, zero_point="add", clamp=True, dtype=torch.int32):
+    def linear_quantize(x, scale, zp, qmin, qmax):
+        v = {
+            "add": x / scale + zp,
+            "subtract": x / scale - zp,
+            "before_divide": (x + zp) / scale,
+            "times_scale": x * scale + zp,
+            "missing": x / scale,
+        }[zero_point]
+        q = rounding(v)
+        if clamp:
+            q = q.clamp(qmin, qmax)
+        return q.to(dtype)
+
+    return linear_quantize
+
+
+for _args, _kw, _mistake, _expect in [
+    ((torch.floor,), {}, "floor instead of round", "floor instead of round"),
+    ((torch.trunc,), {}, "truncates toward zero", "truncation toward zero"),
+    ((lambda v: v.to(torch.int64),), {}, "casts to int without rounding", "truncation toward zero"),
+    ((torch.ceil,), {}, "ceil instead of round", "ceil instead of round"),
+    (
+        (lambda v: torch.floor(v + 0.5),),
+        {},
+        "rounds ties up, floor(v + 0.5)",
+        "ties are rounded up",
+    ),
+    (
+        (lambda v: torch.sign(v) * torch.floor(v.abs() + 0.5),),
+        {},
+        "rounds ties away from zero",
+        "rounded away from zero",
+    ),
+    ((), {"zero_point": "missing"}, "forgets the zero point", "zero point is missing"),
+    ((), {"zero_point": "subtract"}, "subtracts the zero point", "zero point is subtracted"),
+    ((), {"zero_point": "before_divide"}, "adds the zero point to x", "added to x before dividing"),
+    ((), {"zero_point": "times_scale"}, "multiplies by the scale", "multiplied by the scale"),
+    ((), {"clamp": False}, "does not clamp", "are not clamped"),
+    ((), {"dtype": torch.float32}, "returns float codes", "dtype is torch.float32"),
+    ((), {"clamp": False, "dtype": torch.uint8}, "casts to uint8 without clamping", "wrapped"),
+    ((), {"dtype": torch.uint8}, "casts signed codes to uint8", "wrapped around"),
+    ((), {"dtype": torch.int8}, "casts unsigned codes to int8", "wrapped around"),
+]:
+    wrong(*L1Q, _mistake, _expect)(_quantize(*_args, **_kw))
+
+
+@wrong(*L1Q, "adds the zero point after rounding", "adds the zero point after rounding")
+def _(x, scale, zero_point, qmin, qmax):
+    return (torch.round(x / scale) + zero_point).clamp(qmin, qmax).to(torch.int32)
+
+
+@wrong(*L1Q, "clamps to [0, 255] whatever qmin and qmax", "codes [-128, 127]")
+def _(x, scale, zero_point, qmin, qmax):
+    return torch.round(x / scale + zero_point).clamp(0, 255).int()
+
+
+@wrong(*L1Q, "clamps to the narrow range [-qmax, qmax]", "should be -128")
+def _(x, scale, zero_point, qmin, qmax):
+    return torch.round(x / scale + zero_point).clamp(-qmax, qmax).int()
+
+
+@wrong(*L1Q, "returns a list", "must return a torch.Tensor")
+def _(x, scale, zero_point, qmin, qmax):
+    return torch.round(x / scale + zero_point).clamp(qmin, qmax).int().tolist()
+
+
+@wrong(*L1Q, "forgets return", "returned None: did you forget return?")
+def _(x, scale, zero_point, qmin, qmax):
+    q = torch.round(x / scale + zero_point).clamp(qmin, qmax).int()  # noqa: F841
+
+
+@right(*L1Q, "clamps before rounding")
+def _(x, scale, zero_point, qmin, qmax):
+    return torch.round(torch.clamp(x / scale + zero_point, qmin, qmax)).to(torch.int32)
+
+
+@right(*L1Q, "float64 arithmetic, int64 codes")
+def _(x, scale, zero_point, qmin, qmax):
+    return torch.round(x.double() / scale + zero_point).clamp(qmin, qmax).long()
+
+
+@right(*L1Q, "NumPy's rint (also half to even), int8 or uint8 as the range needs")
+def _(x, scale, zero_point, qmin, qmax):
+    q = np.clip(np.rint(x.numpy() / scale + zero_point), qmin, qmax)
+    return torch.from_numpy(q).to(torch.int8 if qmin < 0 else torch.uint8)
+
+
+@right(*L1Q, "Python's round per element (half to even)")
+def _(x, scale, zero_point, qmin, qmax):
+    codes = [min(max(round(v / scale + zero_point), qmin), qmax) for v in x.flatten().tolist()]
+    return torch.tensor(codes, dtype=torch.int32).reshape(x.shape)
+
+
+L1D = ("lesson01", "check_linear_dequantize")
+for _fn, _mistake, _expect in [
+    (
+        lambda q, s, z: s * q.float() + z,
+        "adds the zero point after scaling",
+        "scale * q + zero_point",
+    ),
+    (lambda q, s, z: s * q.float() - z, "subtracts the zero point after scaling", "after scaling"),
+    (lambda q, s, z: s * (q.float() + z), "adds the zero point", "adds the zero point"),
+    (lambda q, s, z: s * q.float(), "ignores the zero point", "ignores the zero point"),
+    (lambda q, s, z: (q.float() - z) / s, "divides by the scale", "divides by the scale"),
+    (
+        lambda q, s, z: s * (q - z),
+        "subtracts in uint8 (wraps around)",
+        "wrapped around in torch.uint8",
+    ),
+    (lambda q, s, z: (q - z).long(), "returns integer codes", "float tensor"),
+    (lambda q, s, z: s * (q.to(torch.int8).float() - z), "casts uint8 codes to int8", "expected"),
+]:
+    wrong(*L1D, _mistake, _expect)(_fn)
+
+
+@wrong(*L1D, "forgets return", "returned None: did you forget return?")
+def _(q, scale, zero_point):
+    x_hat = scale * (q.float() - zero_point)  # noqa: F841
+
+
+for _fn, _how in [
+    (lambda q, s, z: s * q.double() - s * z, "scale * q - scale * zero_point, float64"),
+    (lambda q, s, z: (q.to(torch.int32) - z) * s, "converts to int32, then scales"),
+    (lambda q, s, z: torch.mul(q.float().sub(z), s), "torch.mul and Tensor.sub"),
+]:
+    right(*L1D, _how)(_fn)
+
+L1B = ("lesson01", "check_round_trip_error_bound")
+
+
+def _ends(s, z, qmin, qmax):
+    return s * (qmin - z), s * (qmax - z)
+
+
+def _beyond(x, lo, hi):
+    return torch.clamp(lo - x, min=0) + torch.clamp(x - hi, min=0)
+
+
+for _fn, _mistake, _expect in [
+    (lambda x, s, z, a, b: torch.full_like(x, s / 2), "scale / 2 everywhere", "not a bound"),
+    (
+        lambda x, s, z, a, b: torch.where(
+            _beyond(x, *_ends(s, z, a, b)) > 0,
+            _beyond(x, *_ends(s, z, a, b)),
+            torch.full_like(x, s),
+        ),
+        "scale inside the range",
+        "twice too loose",
+    ),
+    (lambda x, s, z, a, b: torch.full_like(x, 1e3), "a huge constant", "expected a bound"),
+    (lambda x, s, z, a, b: s / 2, "returns one number", "must return a torch.Tensor"),
+    (
+        lambda x, s, z, a, b: _beyond(x, *_ends(s, z, a, b)),
+        "only the distance beyond",
+        "not a bound",
+    ),
+    (
+        lambda x, s, z, a, b: s / 2 + _beyond(x, *_ends(s, z, a, b)),
+        "scale / 2 plus the distance beyond",
+        "expected a bound",
+    ),
+    (
+        lambda x, s, z, a, b: torch.where(
+            _beyond(x, s * (a + z), s * (b + z)) > 0,
+            _beyond(x, s * (a + z), s * (b + z)),
+            torch.full_like(x, s / 2),
+        ),
+        "range ends with + zero_point",
+        "dequantize subtracts the zero point",
+    ),
+]:
+    wrong(*L1B, _mistake, _expect)(_fn)
+
+
+@right(*L1B, "max(scale / 2, distance beyond)")
+def _(x, scale, zero_point, qmin, qmax):
+    return torch.maximum(_beyond(x, *_ends(scale, zero_point, qmin, qmax)), torch.tensor(scale / 2))
+
+
+@right(*L1B, "float64, with an explicit inside mask")
+def _(x, scale, zero_point, qmin, qmax):
+    lo, hi = _ends(scale, zero_point, qmin, qmax)
+    xd = x.double()
+    inside = (xd >= lo) & (xd <= hi)
+    return torch.where(inside, scale / 2, torch.maximum(lo - xd, xd - hi))
+
+
+# ================================================================ lesson 02
+
+L2A = ("lesson02", "check_asymmetric_qparams")
+
+
+def _asym(*, steps=lambda b: 2**b - 1, widen=True, rounding=round, sign=1, qmin=lambda b: 0):
+    def asymmetric_qparams(x_min, x_max, bits):
+        if widen:
+            x_min, x_max = min(x_min, 0.0), max(x_max, 0.0)
+        scale = (x_max - x_min) / steps(bits)
+        zero_point = qmin(bits) + rounding(-sign * x_min / scale)
+        return scale, min(max(zero_point, qmin(bits)), qmin(bits) + 2**bits - 1)
+
+    return asymmetric_qparams
+
+
+for _fn, _mistake, _expect in [
+    (_asym(steps=lambda b: 2**b), "divides by 2^bits", "divides by 2^bits"),
+    (_asym(steps=lambda b: 255), "divides by 255 whatever the bits", "divides by 255"),
+    (_asym(widen=False), "does not widen the range to include 0", "widened to include 0"),
+    (_asym(rounding=lambda v: v), "does not round the zero point", "round it"),
+    (_asym(rounding=math.floor), "floors the zero point", "truncated"),
+    (_asym(rounding=int), "truncates the zero point with int()", "truncated"),
+    (_asym(sign=-1), "zero point with the wrong sign", "the sign is wrong"),
+    (_asym(qmin=lambda b: -(2 ** (b - 1))), "signed codes", "signed codes"),
+    (lambda lo, hi, b: (hi - lo) / (2**b - 1), "returns only the scale", "return a pair"),
+    (lambda lo, hi, b: ((hi - lo) / 255, "128"), "zero point as a string", "must be a number"),
+    (lambda lo, hi, b: ((hi - lo) / (2**b - 1), 300), "zero point out of range", "clamp it"),
+    (lambda lo, hi, b: _asym()(lo, hi, b)[::-1], "returns (zero_point, scale)", "pair is swapped"),
+]:
+    wrong(*L2A, _mistake, _expect)(_fn)
+
+
+@wrong(*L2A, "widens only the lower end", "widened to include 0")
+def _(x_min, x_max, bits):
+    x_min = min(x_min, 0.0)
+    scale = (x_max - x_min) / (2**bits - 1)
+    return scale, min(max(round(-x_min / scale), 0), 2**bits - 1)
+
+
+@wrong(*L2A, "forgets return", "returned None: did you forget return?")
+def _(x_min, x_max, bits):
+    scale = (max(x_max, 0.0) - min(x_min, 0.0)) / (2**bits - 1)  # noqa: F841
+
+
+@right(*L2A, "tensors instead of Python numbers")
+def _(x_min, x_max, bits):
+    lo, hi = torch.tensor(min(x_min, 0.0)), torch.tensor(max(x_max, 0.0))
+    scale = (hi - lo) / (2**bits - 1)
+    return scale, torch.round(-lo / scale).clamp(0, 2**bits - 1)
+
+
+@right(*L2A, "zero point from the top of the range, qmax - round(x_max / scale)")
+def _(x_min, x_max, bits):
+    lo, hi = min(x_min, 0.0), max(x_max, 0.0)
+    scale = (hi - lo) / (2**bits - 1)
+    return scale, 2**bits - 1 - round(hi / scale)
+
+
+L2S = ("lesson02", "check_symmetric_scale")
+for _fn, _mistake, _expect in [
+    (lambda m, b, n: m / 2 ** (b - 1), "divides by 2^(bits-1)", "divides by 2^(bits-1)"),
+    (lambda m, b, n: m / (2 ** (b - 1) - 1), "always the narrow half width", "narrow range's"),
+    (lambda m, b, n: m / (2 ** (b - 1) - 0.5), "always the full half width", "full range's"),
+    (lambda m, b, n: m / (2**b - 1), "divides by 2^bits - 1", "2 * max_abs wide"),
+    (
+        lambda m, b, n: m / (2 ** (b - 1) - 0.5 - 0.5 * (not n)),
+        "narrow swapped",
+        "narrow range's half width",
+    ),
+    (lambda m, b, n: m / (127 if n else 127.5), "ignores bits", "the 8-bit value"),
+    (lambda m, b, n: m / 100, "a made-up divisor", "expected scale"),
+    (lambda m, b, n: "0.1", "returns a string", "scale must be a number"),
+]:
+    wrong(*L2S, _mistake, _expect)(_fn)
+
+for _fn, _how in [
+    (lambda m, b, n: 2 * m / (2**b - 1 - int(n)), "2 * max_abs over the number of steps"),
+    (lambda m, b, n: torch.tensor(m, dtype=torch.float64) / ((2**b - 1 - int(n)) / 2), "float64"),
+]:
+    right(*L2S, _how)(_fn)
+
+L2P = ("lesson02", "check_pick_scheme")
+
+
+def _gain(x, bits, *, sym_narrow=False, asym_signed=False):
+    s, z = choose_qparams(x, bits, symmetric=True, narrow=sym_narrow)
+    sym = sqnr_db(x, fake_quantize(x, s, z, bits, narrow=sym_narrow))
+    s, z = choose_qparams(x, bits, symmetric=False, signed=asym_signed)
+    return sqnr_db(x, fake_quantize(x, s, z, bits, signed=asym_signed)) - sym
+
+
+for _fn, _mistake, _expect in [
+    (lambda x, b: "asymmetric", "always asymmetric", "expected 'symmetric'"),
+    (lambda x, b: "symmetric", "always symmetric", "expected 'asymmetric'"),
+    (
+        lambda x, b: "asymmetric" if x.min() >= 0 else "symmetric",
+        "asymmetric iff no negative value",
+        "GELU-like",
+    ),
+    (
+        lambda x, b: "asymmetric" if x.mean() > 0.5 * x.std() else "symmetric",
+        "a mean / std rule of thumb",
+        "dB",
+    ),
+    (
+        lambda x, b: "asymmetric" if -x.min() < 0.5 * x.max() else "symmetric",
+        "a min / max rule of thumb",
+        "dB",
+    ),
+    (
+        lambda x, b: "asymmetric" if _gain(x, b) > 0 else "symmetric",
+        "threshold 0 dB",
+        "less than 1 dB",
+    ),
+    (
+        lambda x, b: "asymmetric" if _gain(x, b) > 3 else "symmetric",
+        "threshold 3 dB",
+        "more than 1 dB",
+    ),
+    (lambda x, b: "symmetric" if _gain(x, b) > 1 else "asymmetric", "labels swapped", "expected"),
+    (
+        lambda x, b: "asymmetric" if _gain(x, b, sym_narrow=True) > 1 else "symmetric",
+        "narrow symmetric codes",
+        "dB",
+    ),
+    (lambda x, b: "sym", "returns an abbreviation", "return 'symmetric' or 'asymmetric'"),
+]:
+    wrong(*L2P, _mistake, _expect)(_fn)
+
+
+@right(*L2P, "compares the MSEs in dB instead of the SQNRs")
+def _(x, bits):
+    errors = {}
+    for name, symmetric in (("symmetric", True), ("asymmetric", False)):
+        s, z = choose_qparams(x, bits, symmetric=symmetric, signed=symmetric)
+        errors[name] = mse(x, fake_quantize(x, s, z, bits, signed=symmetric))
+    gain = 10 * math.log10(errors["symmetric"] / errors["asymmetric"])
+    return "asymmetric" if gain > 1.0 else "symmetric"
+
+
+@right(*L2P, "its own float64 SQNR and fake quantization")
+def _(x, bits):
+    xd = x.double()
+
+    def sqnr(lo, hi, qmin, qmax, zero_point):
+        scale = (hi - lo) / (qmax - qmin)
+        zp = zero_point(scale)
+        xq = (torch.clamp(torch.round(xd / scale + zp), qmin, qmax) - zp) * scale
+        return 10 * math.log10(float((xd**2).sum() / ((xd - xq) ** 2).sum()))
+
+    a = float(xd.abs().max())
+    lo, hi = min(float(xd.min()), 0.0), max(float(xd.max()), 0.0)
+    half = 2 ** (bits - 1)
+    sym = sqnr(-a, a, -half, half - 1, lambda s: 0)
+    asym = sqnr(lo, hi, 0, 2**bits - 1, lambda s: round(-lo / s))
+    return "asymmetric" if asym - sym > 1.0 else "symmetric"
+
+
+# ================================================================ lesson 03
+
+L3Q = ("lesson03", "check_quantize_like_torch")
+
+
+def _codes_range(dtype):
+    return (-128, 127) if dtype == torch.qint8 else (0, 255)
+
+
+def _qlt(rounding=torch.round, *, first=False, clamp=True, dtype=torch.int32, zp=True, swap=False):
+    def quantize_like_torch(x, scale, zero_point, qdtype):
+        qmin, qmax = _codes_range(qdtype)
+        if swap:
+            qmin, qmax = (0, 255) if qmin < 0 else (-128, 127)
+        z = zero_point if zp else 0
+        q = rounding(x / scale) + z if first else rounding(x / scale + z)
+        return (q.clamp(qmin, qmax) if clamp else q).to(dtype)
+
+    return quantize_like_torch
+
+
+for _fn, _mistake, _expect in [
+    (
+        _qlt(first=True),
+        "rounds first, then adds the zero point",
+        "add the zero point before rounding",
+    ),
+    (_qlt(clamp=False), "does not clamp", "outside the codes of torch.quint8"),
+    (_qlt(swap=True), "swaps the ranges of quint8 and qint8", "the range of the other dtype"),
+    (
+        lambda x, s, z, d: torch.round(x / s + z).clamp(-128, 127).int(),
+        "always clamps to qint8",
+        "outside the codes",
+    ),
+    (_qlt(dtype=torch.float32), "returns float codes", "dtype is torch.float32"),
+    (_qlt(torch.floor), "floor instead of round", "floored, not rounded"),
+    (_qlt(lambda v: v.int()), "casts to int without rounding", "truncated toward zero"),
+    (_qlt(lambda v: torch.floor(v + 0.5)), "rounds ties up", "ties are rounded up"),
+    (
+        _qlt(lambda v: torch.sign(v) * torch.floor(v.abs() + 0.5)),
+        "rounds ties away from zero",
+        "away from zero",
+    ),
+    (_qlt(zp=False), "forgets the zero point", "zero point is missing"),
+]:
+    wrong(*L3Q, _mistake, _expect)(_fn)
+
+
+@right(*L3Q, "int_repr's own dtypes: uint8 for quint8, int8 for qint8; clamp before rounding")
+def _(x, scale, zero_point, dtype):
+    qmin, qmax = _codes_range(dtype)
+    q = torch.round(torch.clamp(x / scale + zero_point, qmin, qmax))
+    return q.to(torch.int8 if dtype == torch.qint8 else torch.uint8)
+
+
+@right(*L3Q, "multiplies by 1 / scale in float64")
+def _(x, scale, zero_point, dtype):
+    qmin, qmax = _codes_range(dtype)
+    return torch.round(x.double() * (1 / scale) + zero_point).clamp(qmin, qmax).long()
+
+
+L3F = ("lesson03", "check_fake_quantize_like_torch")
+
+
+def _fq(rounding=torch.round, *, first=True, clamp=True, zp=True, values=True):
+    def fake_quantize_like_torch(x, scale, zero_point, quant_min, quant_max):
+        z = zero_point if zp else 0
+        q = rounding(x / scale) + z if first else rounding(x / scale + z)
+        if clamp:
+            q = q.clamp(quant_min, quant_max)
+        return (q - z) * scale if values else q
+
+    return fake_quantize_like_torch
+
+
+for _fn, _mistake, _expect in [
+    (_fq(first=False), "adds the zero point before rounding", "it rounds x / scale first"),
+    (_fq(clamp=False), "does not clamp", "are not clamped"),
+    (_fq(values=False), "returns the codes", "these are codes"),
+    (
+        lambda x, s, z, lo, hi: (torch.round(x / s) + z).clamp(lo, hi).int(),
+        "integer codes",
+        "real values",
+    ),
+    (lambda x, s, z, lo, hi: x, "returns x unchanged", "fake_quantize_per_tensor_affine gives"),
+    (_fq(lambda v: torch.floor(v + 0.5)), "rounds ties up", "ties are rounded up"),
+    (
+        _fq(lambda v: torch.sign(v) * torch.floor(v.abs() + 0.5)),
+        "rounds ties away from zero",
+        "away from zero",
+    ),
+    (_fq(zp=False), "ignores the zero point", "zero point is ignored"),
+    (
+        lambda x, s, z, lo, hi: (torch.round(x / s) + z).clamp(lo, hi) * s - z,
+        "subtracts the zero point after scaling",
+        "gives",
+    ),
+]:
+    wrong(*L3F, _mistake, _expect)(_fn)
+
+
+@right(*L3F, "clamps x / scale to [quant_min - zero_point, quant_max - zero_point] first")
+def _(x, scale, zero_point, quant_min, quant_max):
+    return torch.round(x / scale).clamp(quant_min - zero_point, quant_max - zero_point) * scale
+
+
+@right(*L3F, "float64, q * scale - zero_point * scale")
+def _(x, scale, zero_point, quant_min, quant_max):
+    q = torch.clamp(torch.round(x.double() / scale) + zero_point, quant_min, quant_max)
+    return q * scale - zero_point * scale
+
+
+L3O = ("lesson03", "check_minmax_observer_qparams")
+
+
+def _obs(*, divisor=127.5, widen=True, sym_zero=None, affine_qmin=True, sym_affine_scale=False):
+    def minmax_observer_qparams(x, dtype, symmetric):
+        qmin, qmax = _codes_range(dtype)
+        lo, hi = x.min().item(), x.max().item()
+        if widen:
+            lo, hi = min(lo, 0.0), max(hi, 0.0)
+        if symmetric:
+            scale = (hi - lo) / 255 if sym_affine_scale else max(-lo, hi) / divisor
+            default = 0 if dtype == torch.qint8 else 128
+            return scale, default if sym_zero is None else sym_zero
+        scale = (hi - lo) / (qmax - qmin)
+        zero_point = (qmin if affine_qmin else 0) - round(lo / scale)
+        return scale, min(max(zero_point, qmin), qmax)
+
+    return minmax_observer_qparams
+
+
+for _fn, _mistake, _expect in [
+    (_obs(divisor=127), "symmetric scale / 127", "divides by (qmax - qmin) / 2 = 127.5"),
+    (_obs(divisor=128), "symmetric scale / 128", "expected scale"),
+    (_obs(widen=False), "does not include 0 in the range", "widens the range to include 0"),
+    (_obs(sym_zero=0), "symmetric quint8 with zero point 0", "middle code, 128"),
+    (_obs(sym_zero=127), "symmetric quint8 with zero point 127", "middle code, 128"),
+    (_obs(affine_qmin=False), "affine qint8 without qmin", "qmin is missing"),
+    (_obs(sym_affine_scale=True), "symmetric with the affine scale", "the affine one"),
+    (
+        lambda x, d, s: (x.abs().max() / 127.5, 0.5),
+        "zero point not an integer",
+        "must be an integer",
+    ),
+    (
+        lambda x, d, s: (x.abs().max().item() / 127.5, 0),
+        "symmetric scale for both schemes",
+        "the symmetric one",
+    ),
+]:
+    wrong(*L3O, _mistake, _expect)(_fn)
+
+
+@right(*L3O, "the package's choose_qparams with the observer's settings")
+def _(x, dtype, symmetric):
+    scale, zero_point = choose_qparams(x, 8, symmetric=symmetric, signed=dtype == torch.qint8)
+    return scale, zero_point
+
+
+@right(*L3O, "tensors, torch.aminmax, zero point with torch.round")
+def _(x, dtype, symmetric):
+    qmin, qmax = _codes_range(dtype)
+    lo, hi = torch.aminmax(x)
+    lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+    if symmetric:
+        return torch.maximum(-lo, hi) / 127.5, torch.tensor(0 if qmin < 0 else 128)
+    scale = (hi - lo) / (qmax - qmin)
+    return scale, torch.clamp(qmin - torch.round(lo / scale), qmin, qmax)
+
+
+# ================================================================ lesson 04
+
+L4F = ("lesson04", "check_fold_bn_into_conv")
+
+
+def _k(gamma, var, eps):
+    return gamma / torch.sqrt(var + eps)
+
+
+def _fold(k=_k, *, shape=(-1, 1, 1, 1), bias=lambda b, m, k, be: (b - m) * k + be, divide=False):
+    def fold_bn_into_conv(weight, b, gamma, beta, mean, var, eps):
+        kk = k(gamma, var, eps)
+        w = weight / kk.reshape(shape) if divide else weight * kk.reshape(shape)
+        return w, bias(b, mean, kk, beta)
+
+    return fold_bn_into_conv
+
+
+for _fn, _mistake, _expect in [
+    (_fold(shape=(1, -1, 1, 1)), "scales the input channels", "*output* channel"),
+    (_fold(shape=(-1, 1, 1)), "reshapes k to (-1, 1, 1): input channels", "*output* channel"),
+    (_fold(lambda g, v, e: g / (v + e)), "forgets the square root", "square root"),
+    (_fold(lambda g, v, e: g / v.sqrt()), "forgets eps", "eps is missing"),
+    (
+        _fold(lambda g, v, e: g / (v.sqrt() + e)),
+        "adds eps after the square root",
+        "after the square root",
+    ),
+    (_fold(divide=True), "divides the weight by k", "divided by k"),
+    (_fold(bias=lambda b, m, k, be: b * k + be), "forgets the mean", "mean is not subtracted"),
+    (_fold(bias=lambda b, m, k, be: b - m + be), "does not scale the bias", "not scaled by k"),
+    (_fold(bias=lambda b, m, k, be: (b - m) * k), "forgets beta", "beta is missing"),
+    (_fold(bias=lambda b, m, k, be: -m * k + be), "drops the conv's bias", "own bias is missing"),
+    (
+        _fold(bias=lambda b, m, k, be: b + be - m * k),
+        "adds the conv's bias unscaled",
+        "added unscaled",
+    ),
+    (_fold(bias=lambda b, m, k, be: (b + m) * k + be), "adds the mean", "the mean is added"),
+    (
+        lambda w, b, g, be, m, v, e: w * _k(g, v, e).reshape(-1, 1, 1, 1),
+        "returns only the weight",
+        "pair",
+    ),
+]:
+    wrong(*L4F, _mistake, _expect)(_fn)
+
+
+@right(*L4F, "k[:, None, None, None], torch.rsqrt, float64")
+def _(weight, bias, gamma, beta, mean, var, eps):
+    k = gamma.double() * torch.rsqrt(var.double() + eps)
+    return (weight * k[:, None, None, None]).float(), ((bias - mean) * k + beta).float()
+
+
+@right(*L4F, "einsum over the output channel, bias as b * k + (beta - mean * k)")
+def _(weight, bias, gamma, beta, mean, var, eps):
+    k = gamma / (var + eps).sqrt()
+    return torch.einsum("oikl,o->oikl", weight, k), bias * k + (beta - mean * k)
+
+
+L4Q = ("lesson04", "check_per_channel_qparams")
+
+
+def _qp(
+    w, bits, *, include_zero=True, steps=None, dims=None, zp=lambda lo, s: -torch.round(lo / s)
+):
+    rows = w.flatten(1)
+    lo, hi = rows.amin(dim=1), rows.amax(dim=1)
+    if dims is not None:
+        lo, hi = w.amin(dim=dims), w.amax(dim=dims)
+    if include_zero:
+        lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+    scale = (hi - lo) / (steps or 2**bits - 1)
+    return scale, zp(lo, scale)
+
+
+for _fn, _mistake, _expect in [
+    (lambda w, b: tuple(t.max() for t in _qp(w.reshape(1, -1), b)), "per tensor", "per-tensor"),
+    (lambda w, b: _qp(w, b, include_zero=False), "does not include 0", "include 0"),
+    (lambda w, b: _qp(w, b, steps=2**b), "divides by 2^bits", "2^bits ="),
+    (
+        lambda w, b: _qp(w, b, dims=[d for d in range(w.ndim) if d != 1]),
+        "per input channel",
+        "*input* channel",
+    ),
+    (
+        lambda w, b: _qp(w, b, zp=lambda lo, s: torch.round(lo / s)),
+        "zero point's sign",
+        "wrong sign",
+    ),
+    (lambda w, b: _qp(w, b, zp=lambda lo, s: -lo / s), "unrounded zero point", "integers"),
+    (
+        lambda w, b: _qp(w, b, zp=lambda lo, s: torch.floor(-lo / s)),
+        "floored zero point",
+        "truncated",
+    ),
+    (lambda w, b: _qp(w, b)[0], "returns only the scale", "pair"),
+    (
+        lambda w, b: tuple(t.unsqueeze(1) for t in _qp(w, b)),
+        "keeps a dimension: shape (out, 1)",
+        "extra (or missing) dimension of size 1",
+    ),
+    (
+        lambda w, b: (w.amin(dim=1), w.amax(dim=1)),
+        "reduces dim 1 only",
+        "reduce all dimensions but 0",
+    ),
+    (
+        lambda w, b: (w.flatten(1).abs().amax(dim=1) / ((2**b - 1) / 2), torch.zeros(len(w))),
+        "symmetric instead of asymmetric",
+        "symmetric scale",
+    ),
+]:
+    wrong(*L4Q, _mistake, _expect)(_fn)
+
+
+@wrong(*L4Q, "zero point from the unwidened minimum", "unwidened range")
+def _(w, bits):
+    scale, _ = _qp(w, bits)
+    return scale, -torch.round(w.flatten(1).amin(dim=1) / scale)
+
+
+@right(*L4Q, "torch.aminmax on w.reshape(len(w), -1), float64, zero point clamped")
+def _(w, bits):
+    lo, hi = torch.aminmax(w.double().reshape(len(w), -1), dim=1)
+    lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+    scale = (hi - lo) / (2**bits - 1)
+    return scale.float(), torch.clamp(torch.round(-lo / scale), 0, 2**bits - 1).to(torch.int32)
+
+
+@right(*L4Q, "amin over a tuple of dims")
+def _(w, bits):
+    dims = tuple(range(1, w.ndim))
+    lo, hi = w.amin(dim=dims).clamp(max=0), w.amax(dim=dims).clamp(min=0)
+    scale = (hi - lo) / (2**bits - 1)
+    return scale, 0 - torch.round(lo / scale)
+
+
+L4G = ("lesson04", "check_group_fake_quantize")
+
+
+def _group(
+    w,
+    bits,
+    g,
+    *,
+    rounding=torch.round,
+    absmax=lambda t: t.abs().amax(-1, keepdim=True),
+    q=None,
+    values=True,
+):
+    qmax = 2 ** (bits - 1) - 1 if q is None else q(bits)
+    groups = w.reshape(w.shape[0], -1, g)
+    s = absmax(groups) / qmax
+    codes = rounding(groups / s).clamp(-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1)
+    return ((codes * s) if values else codes).reshape(w.shape)
+
+
+for _fn, _mistake, _expect in [
+    (lambda w, b, g: _group(w, b, w.shape[1]), "one scale per row", "per-channel"),
+    (
+        lambda w, b, g: _group(w.reshape(1, -1), b, w.numel()).reshape(w.shape),
+        "one scale for the tensor",
+        "per-tensor",
+    ),
+    (lambda w, b, g: _group(w.t().contiguous(), b, g).t(), "groups down the columns", "columns"),
+    (
+        lambda w, b, g: _group(w, b, g, rounding=torch.floor),
+        "floor instead of round",
+        "wrong values",
+    ),
+    (
+        lambda w, b, g: _group(w, b, g, rounding=lambda v: torch.floor(v + 0.5)),
+        "rounds ties up",
+        "ties are rounded up",
+    ),
+    (
+        lambda w, b, g: _group(
+            w, b, g, rounding=lambda v: torch.sign(v) * torch.floor(v.abs() + 0.5)
+        ),
+        "rounds ties away from zero",
+        "away from zero",
+    ),
+    (
+        lambda w, b, g: _group(w, b, g, absmax=lambda t: t.amax(-1, keepdim=True)),
+        "max instead of max |w|",
+        "largest magnitude",
+    ),
+    (
+        lambda w, b, g: _group(w, b, g, q=lambda b: 2 ** (b - 1)),
+        "divides by 2^(bits-1)",
+        "divides by 2^(bits-1)",
+    ),
+    (
+        lambda w, b, g: _group(w, b, g, q=lambda b: 2 ** (b - 1) - 0.5),
+        "full-range divisor",
+        "full range's half width",
+    ),
+    (lambda w, b, g: _group(w, b, g, values=False), "returns the codes", "these are the codes"),
+    (lambda w, b, g: _group(w, b, g)[:, : w.shape[1] // 2], "returns half the columns", "shape"),
+]:
+    wrong(*L4G, _mistake, _expect)(_fn)
+
+
+@right(*L4G, "w.reshape(-1, group_size): the same groups, row-major")
+def _(w, bits, group_size):
+    qmax = 2 ** (bits - 1) - 1
+    groups = w.reshape(-1, group_size)
+    scale = groups.abs().amax(dim=1, keepdim=True) / qmax
+    return (torch.round(groups / scale).clamp(-qmax, qmax) * scale).reshape(w.shape)
+
+
+@right(*L4G, "unflatten, float64, clamp before round")
+def _(w, bits, group_size):
+    qmax = 2 ** (bits - 1) - 1
+    groups = w.double().unflatten(-1, (-1, group_size))
+    scale = groups.abs().amax(dim=-1, keepdim=True) / qmax
+    return (torch.round(torch.clamp(groups / scale, -qmax, qmax)) * scale).flatten(1).float()
+
+
+# ================================================================ lesson 05
+
+L5M = ("lesson05", "check_per_channel_minmax")
+
+
+class _MinMax:
+    """A right observer the wrong ones below change in one place."""
+
+    def __init__(self, axis):
+        self.axis = axis
+        self.min_val = None
+        self.max_val = None
+
+    def reduce(self, x):
+        rows = x.movedim(self.axis, 0).flatten(1)
+        return rows.amin(dim=1), rows.amax(dim=1)
+
+    def update(self, x):
+        lo, hi = self.reduce(x)
+        if self.min_val is not None:
+            lo, hi = torch.minimum(lo, self.min_val), torch.maximum(hi, self.max_val)
+        self.min_val, self.max_val = lo, hi
+
+    def clip_range(self):
+        return self.min_val, self.max_val
+
+
+@wrong(*L5M, "keeps only the last batch", "only reflects the last batch")
+class _(_MinMax):
+    def update(self, x):
+        self.min_val, self.max_val = self.reduce(x)
+
+
+@wrong(*L5M, "one min and max for the whole tensor", "per-tensor")
+class _(_MinMax):
+    def reduce(self, x):
+        return x.amin(), x.amax()
+
+
+@wrong(*L5M, "reduces around dim 0 whatever the axis", "movedim")
+class _(_MinMax):
+    def reduce(self, x):
+        rows = x.flatten(1)
+        return rows.amin(dim=1), rows.amax(dim=1)
+
+
+@wrong(*L5M, "reduces only the batch dimension", "one value per channel")
+class _(_MinMax):
+    def reduce(self, x):
+        return x.amin(dim=0), x.amax(dim=0)
+
+
+@wrong(*L5M, "widens the range to include 0", "includes 0")
+class _(_MinMax):
+    def reduce(self, x):
+        lo, hi = super().reduce(x)
+        return lo.clamp(max=0), hi.clamp(min=0)
+
+
+@wrong(*L5M, "returns (max_val, min_val)", "swapped")
+class _(_MinMax):
+    def clip_range(self):
+        return self.max_val, self.min_val
+
+
+@wrong(*L5M, "records +-max|x|", "symmetric")
+class _(_MinMax):
+    def reduce(self, x):
+        a = x.abs().movedim(self.axis, 0).flatten(1).amax(dim=1)
+        return -a, a
+
+
+@wrong(*L5M, "averages the batches' extremes", "min_val is wrong")
+class _(_MinMax):
+    def update(self, x):
+        lo, hi = self.reduce(x)
+        if self.min_val is not None:
+            lo, hi = (lo + self.min_val) / 2, (hi + self.max_val) / 2
+        self.min_val, self.max_val = lo, hi
+
+
+@wrong(*L5M, "a negative axis taken as a dimension list", "axis=-1")
+class _(_MinMax):
+    def reduce(self, x):
+        dims = [d for d in range(x.ndim) if d != self.axis]
+        return x.amin(dim=dims), x.amax(dim=dims)
+
+
+@wrong(*L5M, "returns only max_val", "pair")
+class _(_MinMax):
+    def clip_range(self):
+        return self.max_val
+
+
+@wrong(*L5M, "clip_range forgets return", "returned None: did you forget return?")
+class _(_MinMax):
+    def clip_range(self):
+        pair = (self.min_val, self.max_val)  # noqa: F841
+
+
+@right(*L5M, "keeps every batch and reduces them all in clip_range")
+class _:
+    def __init__(self, axis):
+        self.axis = axis
+        self.batches = []
+
+    def update(self, x):
+        self.batches.append(x.movedim(self.axis, 0).flatten(1))
+
+    def clip_range(self):
+        rows = torch.cat(self.batches, dim=1)
+        return rows.amin(dim=1), rows.amax(dim=1)
+
+
+@right(*L5M, "transpose(0, axis) and torch.aminmax, starting from +-inf")
+class _:
+    def __init__(self, axis):
+        self.axis = axis
+        self.min_val = torch.tensor(float("inf"))
+        self.max_val = torch.tensor(float("-inf"))
+
+    def update(self, x):
+        lo, hi = torch.aminmax(x.transpose(0, self.axis).reshape(x.shape[self.axis], -1), dim=1)
+        self.min_val, self.max_val = (
+            torch.minimum(self.min_val, lo),
+            torch.maximum(self.max_val, hi),
+        )
+
+    def clip_range(self):
+        return self.min_val, self.max_val
+
+
+L5C = ("lesson05", "check_best_clip_ratio")
+
+
+def _clip(x, bits, ratios, *, a=None, clamp=True, error=lambda d: (d**2).mean(), pick=torch.argmin):
+    a = x.abs().max() if a is None else a(x)
+    errors = []
+    for r in ratios:
+        scale, zp = qparams_from_range(-r * a, r * a, bits, symmetric=True)
+        x_hat = fake_quantize(x, scale, zp, bits) if clamp else torch.round(x / scale) * scale
+        errors.append(error(x - x_hat))
+    return float(ratios[pick(torch.stack(errors))])
+
+
+for _fn, _mistake, _expect in [
+    (lambda x, b, r: _clip(x, b, r, pick=torch.argmax), "keeps the largest error", "largest"),
+    (lambda x, b, r: 1.0, "returns 1.0 (min-max)", "min-max"),
+    (
+        lambda x, b, r: float(ex_clip_min_error(x, b, r)),
+        "returns the smallest error",
+        "smallest error",
+    ),
+    (lambda x, b, r: int(torch.tensor([0.0]).argmin()) + 3, "returns an index", "index"),
+    (lambda x, b, r: _clip(x, b - 1, r), "quantizes at bits - 1", "use bits"),
+    (lambda x, b, r: _clip(x, b, r, a=lambda t: t.max()), "a = x.max()", "x.abs().max()"),
+    (lambda x, b, r: _clip(x, b, r, clamp=False), "no clamping", "does not clamp"),
+    (
+        lambda x, b, r: _clip(x, b, r, error=lambda d: d.abs().mean()),
+        "mean absolute error",
+        "absolute error",
+    ),
+    (lambda x, b, r: "0.5", "returns a string", "float"),
+]:
+    wrong(*L5C, _mistake, _expect)(_fn)
+
+
+def ex_clip_min_error(x, bits, ratios):
+    a = x.abs().max()
+    errors = []
+    for r in ratios:
+        scale, zp = qparams_from_range(-r * a, r * a, bits, symmetric=True)
+        errors.append(mse(x, fake_quantize(x, scale, zp, bits)))
+    return min(errors)
+
+
+@right(*L5C, "a Python loop with min(..., key=...)")
+def _(x, bits, ratios):
+    def error(r):
+        scale, zp = qparams_from_range(-r * x.abs().max(), r * x.abs().max(), bits, symmetric=True)
+        return float(((fake_quantize(x, scale, zp, bits) - x) ** 2).mean())
+
+    return min(ratios.tolist(), key=error)
+
+
+@right(*L5C, "float64 errors, a 0-d tensor returned")
+def _(x, bits, ratios):
+    a = x.abs().max()
+    errors = []
+    for r in ratios:
+        scale, zp = qparams_from_range(-r * a, r * a, bits, symmetric=True)
+        errors.append(mse(x.double(), fake_quantize(x, scale, zp, bits).double()))
+    return ratios[torch.tensor(errors).argmin()]
+
+
+L5P = ("lesson05", "check_choose_percentile")
+
+
+def _percentile_errors(model, calib, x_check, percentiles, act_bits, *, target=None, on=None):
+    with torch.no_grad():
+        reference = model(x_check) if target is None else target
+        errors = []
+        for p in percentiles:
+            observer = functools.partial(PercentileObserver, percentile=p)
+            quantized = ptq(
+                model, calib if on is None else on, observer=observer, act_bits=act_bits
+            )
+            errors.append(mse(quantized(x_check), reference))
+    return errors
+
+
+for _fn, _mistake, _expect in [
+    (
+        lambda m, c, x, ps, b: ps[np.argmax(_percentile_errors(m, c, x, ps, b))],
+        "keeps the worst",
+        "worst",
+    ),
+    (
+        lambda m, c, x, ps, b: min(_percentile_errors(m, c, x, ps, b)),
+        "returns the error",
+        "error value",
+    ),
+    (
+        lambda m, c, x, ps, b: int(np.argmin(_percentile_errors(m, c, x, ps, b))),
+        "returns the index",
+        "index",
+    ),
+    (lambda m, c, x, ps, b: 100.0, "always 100 (min-max)", "closest logits come from"),
+    (
+        lambda m, c, x, ps, b: ps[np.argmin(_percentile_errors(m, c, x, ps, 8))],
+        "ignores act_bits (8 bits)",
+        "closest logits come from",
+    ),
+    (
+        lambda m, c, x, ps, b: ps[np.argmin(_percentile_errors(m, c, x, ps, 4))],
+        "always searches at 4 bits",
+        "closest logits come from",
+    ),
+    (lambda m, c, x, ps, b: 99.9, "a fixed guess, 99.9", "closest logits come from"),
+]:
+    wrong(*L5P, _mistake, _expect)(_fn)
+
+
+@right(*L5P, "min over (error, p) pairs")
+def _(model, calib_batches, x_check, percentiles, act_bits):
+    errors = _percentile_errors(model, calib_batches, x_check, percentiles, act_bits)
+    return min(zip(errors, percentiles, strict=True))[1]
+
+
+# ================================================================ lesson 06
+
+L6M = ("lesson06", "check_fixed_point_multiplier")
+
+
+def _multiplier(rounding=round, *, sign=-1, carry=True, scaled=True):
+    def fixed_point_multiplier(m):
+        mantissa, exponent = math.frexp(m)
+        if not scaled:
+            return mantissa, sign * exponent
+        m0, n = rounding(mantissa * 2**31), sign * exponent
+        if carry and m0 == 2**31:
+            m0, n = 2**30, n - 1
+        return m0, n
+
+    return fixed_point_multiplier
+
+
+for _fn, _mistake, _expect in [
+    (_multiplier(sign=1), "n with the wrong sign", "wrong sign"),
+    (_multiplier(carry=False), "no carry when M0 rounds up to 1.0", "rounds up to exactly 1.0"),
+    (_multiplier(math.floor), "truncates m0", "truncated"),
+    (_multiplier(int), "int() instead of round()", "truncated"),
+    (_multiplier(scaled=False), "returns M0 itself", "Q31 integer"),
+    (lambda m: (round(m * 2**31), 0), "does not normalize", "normalize first"),
+    (lambda m: m, "returns one number", "pair (m0, n)"),
+    (lambda m: (1.5, 0), "a fractional m0", "must be an integer"),
+    (lambda m: (2**30, 3), "made-up numbers", "expected (m0, n)"),
+]:
+    wrong(*L6M, _mistake, _expect)(_fn)
+
+
+@right(*L6M, "n from log2, m0 from m * 2**(31 + n), tensors")
+def _(m):
+    n = -math.floor(math.log2(m)) - 1
+    m0 = round(m * 2 ** (31 + n))
+    if m0 == 2**31:
+        m0, n = 2**30, n - 1
+    return torch.tensor(m0), torch.tensor(n)
+
+
+L6B = ("lesson06", "check_int32_bias")
+for _fn, _mistake, _expect in [
+    (
+        lambda b, sx, sw: torch.round(b / sx).int(),
+        "divides by the input scale only",
+        "input scale only",
+    ),
+    (
+        lambda b, sx, sw: torch.round(b / sw).int(),
+        "divides by the weight scale only",
+        "weight scale only",
+    ),
+    (lambda b, sx, sw: (b.double() / (sx * sw.double())).int(), "truncates", "truncated"),
+    (lambda b, sx, sw: torch.round(b * sx * sw).int(), "multiplies by the scales", "multiplied"),
+    (
+        lambda b, sx, sw: torch.floor(b.double() / (sx * sw.double()) + 0.5).int(),
+        "rounds ties up",
+        "ties are rounded up",
+    ),
+    (
+        lambda b, sx, sw: (
+            torch.sign(b) * torch.floor((b.double() / (sx * sw.double())).abs() + 0.5)
+        ).int(),
+        "rounds ties away from zero",
+        "away from zero",
+    ),
+    (
+        lambda b, sx, sw: torch.round(b.double() / (sx * sw.double())),
+        "float codes",
+        "dtype is torch.float64",
+    ),
+    (lambda b, sx, sw: torch.round(b / (sx * sw)).int()[:3], "too few codes", "shape"),
+    (lambda b, sx, sw: torch.round(b / (sx * sw)).int() + 2, "off by two", "should give"),
+]:
+    wrong(*L6B, _mistake, _expect)(_fn)
+
+for _fn, _how in [
+    (lambda b, sx, sw: torch.round(b / (sx * sw)).to(torch.int32), "float32 arithmetic"),
+    (
+        lambda b, sx, sw: torch.from_numpy(
+            np.rint(b.double().numpy() / (sx * sw.double().numpy()))
+        ).int(),
+        "NumPy's rint",
+    ),
+]:
+    right(*L6B, _how)(_fn)
+
+L6D = ("lesson06", "check_dequantize_per_channel")
+for _fn, _mistake, _expect in [
+    (lambda q, s, z: s[:, None] * q + z[:, None], "keeps the bug", "still the bug"),
+    (lambda q, s, z: s[:, None] * q - z[:, None], "subtracts after scaling", "after scaling"),
+    (lambda q, s, z: s[:, None] * (q + z[:, None]), "adds the zero point", "adds the zero point"),
+    (lambda q, s, z: s[:, None] * q, "ignores the zero point", "ignores the zero point"),
+    (lambda q, s, z: s * (q - z), "scales along the columns", "along the last dimension"),
+    (lambda q, s, z: q - z[:, None], "forgets the scale", "float tensor"),
+    (
+        lambda q, s, z: s[:, None] * (q - z.to(torch.int8)[:, None]),
+        "subtracts in int8",
+        "wrapped around in int8",
+    ),
+    (lambda q, s, z: s[:, None] * (q - z[:, None]) + 1, "off by one", "should give"),
+]:
+    wrong(*L6D, _mistake, _expect)(_fn)
+
+for _fn, _how in [
+    (lambda q, s, z: s[:, None] * q.double() - (s * z)[:, None], "expanded: s q - s z, float64"),
+    (
+        lambda q, s, z: s.unsqueeze(1) * (q.float() - z.unsqueeze(1)),
+        "unsqueeze instead of [:, None]",
+    ),
+    (lambda q, s, z: (q.int() - z.view(-1, 1)) * s.view(-1, 1), "view(-1, 1), int32 difference"),
+]:
+    right(*L6D, _how)(_fn)
+
+L6S = ("lesson06", "check_straight_through")
+for _fn, _mistake, _expect in [
+    (lambda w, fq: fq(w), "rounds without STE (zero gradient)", "you return fq(w) itself"),
+    (lambda w, fq: w + (fq(w) - w), "forgets .detach()", "without .detach()"),
+    (lambda w, fq: fq(w).detach(), "detaches everything", "cut from the graph"),
+    (lambda w, fq: (w + (fq(w) - w)).detach(), "detaches the whole sum", "cut from the graph"),
+    (
+        lambda w, fq: w,
+        "returns w (no quantization in the forward)",
+        "the forward value is w itself",
+    ),
+    (
+        lambda w, fq: fq(w) + (w - fq(w)).detach(),
+        "STE the wrong way round: w forward, fq backward",
+        "the forward value is w itself",
+    ),
+    (lambda w, fq: w + (w - fq(w)).detach(), "the correction's sign", "wrong sign"),
+    (lambda w, fq: torch.round(w) + (w - w.detach()), "rounds w, not fq(w)", "must be fq(w)"),
+    (
+        lambda w, fq: 2 * w - w.detach() + (fq(w) - w).detach(),
+        "gradient doubled",
+        "should pass straight through",
+    ),
+    (lambda w, fq: fq(w.detach()).requires_grad_(), "a new leaf", "no gradient reaches w"),
+]:
+    wrong(*L6S, _mistake, _expect)(_fn)
+
+
+@wrong(*L6S, "overwrites w.data", "changed w in place")
+def _(w, fq):
+    w.data = fq(w).detach()
+    return w
+
+
+@wrong(*L6S, "forgets return", "returned None: did you forget return?")
+def _(w, fq):
+    w_q = w + (fq(w) - w).detach()  # noqa: F841
+
+
+for _fn, _how in [
+    (lambda w, fq: fq(w).detach() + w - w.detach(), "fq(w).detach() + (w - w.detach())"),
+    (lambda w, fq: w - (w - fq(w)).detach(), "w - (w - fq(w)).detach()"),
+    (lambda w, fq: fq(w) + w - w.detach(), "no detach on fq, whose gradient is 0 anyway"),
+]:
+    right(*L6S, _how)(_fn)
+
+
+# ================================================================ lesson 07
+
+L7P = ("lesson07", "check_packed_nbytes")
+
+
+def _codes(o, i, b):
+    return math.ceil(o * i * b / 8)
+
+
+for _fn, _mistake, _expect in [
+    (lambda o, i, b, g: _codes(o, i, b), "forgets the scales", "but not the scales"),
+    (lambda o, i, b, g: o * i + 4 * (o * i // g), "one code per byte", "one code per byte"),
+    (
+        lambda o, i, b, g: _codes(o, i, b) + 4 * o,
+        "one scale per row",
+        "one scale per output channel",
+    ),
+    (lambda o, i, b, g: _codes(o, i, b) + 2 * (o * i // g), "2-byte scales", "2 bytes per scale"),
+    (lambda o, i, b, g: o * i * b + 4 * (o * i // g), "counts bits", "in bits, not bytes"),
+    (lambda o, i, b, g: _codes(o, i, b) + 4 * (i // g), "the scales of one row", "one row only"),
+    (lambda o, i, b, g: _codes(o, i, b) + 8 * (o * i // g), "a zero point per group", "zero point"),
+    (lambda o, i, b, g: _codes(o, i, b) + 4 * (o * i // g) + 1, "off by one", "expected"),
+    (lambda o, i, b, g: "many", "returns a string", "return a number of bytes"),
+]:
+    wrong(*L7P, _mistake, _expect)(_fn)
+
+for _fn, _how in [
+    (lambda o, i, b, g: o * i // (8 // b) + 4 * o * (i // g), "codes per byte, groups per row"),
+    (lambda o, i, b, g: torch.tensor(o * i * b / 8 + 4 * o * i / g), "a float tensor"),
+]:
+    right(*L7P, _how)(_fn)
+
+L7S = ("lesson07", "check_smoothquant_scales")
+
+
+def _smooth(*, act_power=lambda a: a, w_power=lambda a: 1 - a, dim=0, absolute=True, inv=False):
+    def smoothquant_scales(act_absmax, weight, alpha):
+        w = (weight.abs() if absolute else weight).amax(dim=dim)
+        s = act_absmax.double() ** act_power(alpha) / w.double() ** w_power(alpha)
+        return (1 / s if inv else s).float()
+
+    return smoothquant_scales
+
+
+for _fn, _mistake, _expect in [
+    (
+        _smooth(act_power=lambda a: 1 - a, w_power=lambda a: a),
+        "exponents swapped",
+        "exponents are swapped",
+    ),
+    (_smooth(inv=True), "inverted", "s is inverted"),
+    (_smooth(act_power=lambda a: 0.5, w_power=lambda a: 0.5), "ignores alpha", "alpha is ignored"),
+    (_smooth(absolute=False), "max of W, not of |W|", "not of W"),
+    (_smooth(dim=1), "max over the wrong dimension", "over dimension 0"),
+    (
+        lambda a, w, alpha: a**alpha * w.abs().amax(dim=0) ** (1 - alpha),
+        "multiplies the maxima",
+        "multiplies",
+    ),
+    (
+        lambda a, w, alpha: a**alpha / w.abs().max() ** (1 - alpha),
+        "one weight max for the tensor",
+        "whole tensor",
+    ),
+    (lambda a, w, alpha: a**alpha, "ignores the weight", "expected s"),
+    (lambda a, w, alpha: (a**alpha)[:-1], "one value short", "shape"),
+    (lambda a, w, alpha: 0.5, "returns a number", "must return a torch.Tensor"),
+]:
+    wrong(*L7S, _mistake, _expect)(_fn)
+
+for _fn, _how in [
+    (
+        lambda a, w, alpha: torch.exp(alpha * a.log() - (1 - alpha) * w.abs().amax(dim=0).log()),
+        "in log space",
+    ),
+    (
+        lambda a, w, alpha: a.pow(alpha) / w.t().abs().max(dim=1).values.pow(1 - alpha),
+        "max over the transposed weight",
+    ),
+]:
+    right(*L7S, _how)(_fn)
+
+
+CATALOGUE: tuple[WrongAnswer, ...] = tuple(_wrong)
+RIGHT_VARIANTS: tuple[RightAnswer, ...] = tuple(_right)
