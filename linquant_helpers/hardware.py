@@ -135,3 +135,41 @@ def zero_point_rounding_order() -> str:
         warnings.simplefilter("ignore")  # the quantized dtypes are deprecated; a probe only
         code = torch.quantize_per_tensor(torch.tensor([0.25]), 0.5, 1, torch.quint8).int_repr()
     return "add, then round" if int(code) == 2 else "round, then add"
+
+
+INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
+
+
+def pairwise_saturating_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` the way an x86 CPU without VNNI computes it: in saturating int16 pairs.
+
+    ``vpmaddubsw`` multiplies unsigned 8-bit codes ``a`` (uint8, ``(M, K)``) by
+    signed 8-bit codes ``b`` (int8, ``(K, N)``) and adds each two neighbouring
+    products into an int16, saturating at ``[-32768, 32767]``; ``vpmaddwd`` then adds
+    the pairs into int32::
+
+        acc[m, n] = sum_p clamp(a[m, 2p] b[2p, n] + a[m, 2p+1] b[2p+1, n], -2^15, 2^15 - 1)
+
+    Exact while every pair fits, which 7-bit activations (``a <= 127``:
+    ``2 * 127 * 128 = 32512``) guarantee: PyTorch's ``reduce_range``. Full 8-bit
+    activations can reach ``2 * 255 * 127 = 64770`` and saturate. A teaching model
+    of the instruction, not a fast kernel: it holds ``M * K/2 * N`` int32 pair sums.
+    Raises ``TypeError`` for other dtypes and ``ValueError`` for shapes that do not multiply.
+    """
+    if not (isinstance(a, torch.Tensor) and a.dtype == torch.uint8):
+        raise TypeError(f"a must be a uint8 tensor, got {getattr(a, 'dtype', type(a).__name__)}")
+    if not (isinstance(b, torch.Tensor) and b.dtype == torch.int8):
+        raise TypeError(f"b must be an int8 tensor, got {getattr(b, 'dtype', type(b).__name__)}")
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(
+            f"a (M, K) and b (K, N) must multiply, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    m, k = a.shape
+    if k % 2:  # pad with a zero product, as a kernel pads its last pair
+        a = torch.cat([a, a.new_zeros(m, 1)], dim=1)
+        b = torch.cat([b, b.new_zeros(1, b.shape[1])], dim=0)
+        k += 1
+    a_pairs = a.to(torch.int32).reshape(m, k // 2, 2, 1)
+    b_pairs = b.to(torch.int32).reshape(1, k // 2, 2, -1)
+    pair_sums = (a_pairs * b_pairs).sum(dim=2).clamp(INT16_MIN, INT16_MAX)  # (M, K/2, N)
+    return pair_sums.sum(dim=1, dtype=torch.int32)

@@ -58,3 +58,20 @@ def test_zero_point_rounding_order_matches_torch_at_a_tie() -> None:
     assert order in ("add, then round", "round, then add")
     code = int(torch.quantize_per_tensor(torch.tensor([0.25]), 0.5, 1, torch.quint8).int_repr())
     assert code == (2 if order == "add, then round" else 1)
+
+
+def test_pairwise_saturating_matmul_is_exact_with_7_bit_activations() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 128, (7, 33), generator=gen, dtype=torch.uint8)  # reduce_range
+    b = torch.randint(-128, 128, (33, 5), generator=gen, dtype=torch.int8)
+    expected = (a.double() @ b.double()).to(torch.int32)
+    assert torch.equal(hardware.pairwise_saturating_matmul(a, b), expected)
+
+
+def test_pairwise_saturating_matmul_saturates_full_range_pairs_by_hand() -> None:
+    a = torch.tensor([[255, 255, 1, 2]], dtype=torch.uint8)
+    b = torch.tensor([[127], [127], [-3], [4]], dtype=torch.int8)
+    # pair 1: 255*127*2 = 64770 -> 32767; pair 2: -3 + 8 = 5
+    assert hardware.pairwise_saturating_matmul(a, b).tolist() == [[32767 + 5]]
+    with pytest.raises(TypeError, match="uint8"):
+        hardware.pairwise_saturating_matmul(a.to(torch.int8), b)
