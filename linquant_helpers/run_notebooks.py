@@ -4,21 +4,49 @@
     python -m linquant_helpers.run_notebooks --solutions  # with the reference solutions
     python -m linquant_helpers.run_notebooks 01 04        # names containing 01 or 04
     python -m linquant_helpers.run_notebooks --inplace    # maintainers: store fresh outputs
+    python -m linquant_helpers.run_notebooks --notebook-dir DIR   # another folder
 
 Executed copies go to ``--output-dir`` (default ``notebooks/_executed``), so the
 stored notebooks are left untouched unless ``--inplace`` is given. Prints a
 table of per-notebook wall times at the end; exits 1 if any notebook failed.
+
+Safety: every notebook is written atomically (a temporary file in the same
+folder, then a rename), and only after its run succeeded: a failed or
+interrupted run leaves the stored notebook, and any earlier executed copy,
+exactly as they were, and no partial file behind. Ctrl-C (SIGINT) stops the
+whole run at once, with exit status 130.
+
+Stable output: re-running unchanged code leaves no diff. Timing metadata
+(nbclient's ``execution`` timestamps, papermill's durations, start/end times
+and exception flags) is dropped; the notebook's metadata is stored the way
+JupyterLab writes it on save (``kernelspec`` with ``name``, ``display_name`` and
+``language`` from the installed kernel spec, ``language_info`` as the kernel
+reports it); widget model ids, random on each run, are renumbered
+deterministically.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import signal
 import sys
+import tempfile
+import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+KERNEL_NAME = "python3"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+_WIDGET_NAMESPACE = uuid.UUID("6f1d3c9e-6b52-4c5e-9a59-1f0e1b1d2a11")
 
 
 @dataclass
@@ -26,6 +54,13 @@ class Outcome:
     name: str
     seconds: float
     error: str | None = None
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C arrived while a notebook ran: stop everything, write nothing."""
+
+
+_interrupted = False  # set by the SIGINT handler: whatever a run raises after it is an interrupt
 
 
 def find_notebooks(directory: Path, patterns: list[str]) -> list[Path]:
@@ -36,37 +71,188 @@ def find_notebooks(directory: Path, patterns: list[str]) -> list[Path]:
     return found
 
 
+def temporary_path(target: Path) -> Path:
+    """A fresh, hidden file name next to ``target`` (same folder, so a rename is atomic)."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp.ipynb", dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def write_atomic(text: str, target: Path) -> None:
+    """Write ``text`` to ``target`` all at once: a temporary file in its folder, then a rename.
+
+    A reader (or a crash) sees either the old file or the new one, never a mix.
+    The file keeps the permissions of the one it replaces.
+    """
+    tmp = temporary_path(target)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if target.exists():
+            os.chmod(tmp, target.stat().st_mode & 0o777)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _kernelspec(kernel_name: str) -> dict[str, str] | None:
+    """The ``kernelspec`` metadata JupyterLab writes for ``kernel_name``, or None if unknown."""
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        spec = KernelSpecManager().get_kernel_spec(kernel_name)
+    except Exception:  # noqa: BLE001 - no such kernel here: keep what the notebook has
+        return None
+    return {"display_name": spec.display_name, "language": spec.language, "name": kernel_name}
+
+
+def normalize(nb: Any, *, kernel_name: str = KERNEL_NAME) -> str:
+    """The executed notebook ``nb`` as the text to store, free of run-to-run noise.
+
+    Drops the per-cell ``execution`` timestamps and all ``papermill`` metadata
+    (durations, start and end times, exception flags), stores ``kernelspec`` as
+    JupyterLab does, and renames widget model ids (random UUIDs) to ids derived
+    from their order of appearance. Serialized by ``nbformat.writes``, which
+    JupyterLab's server also uses.
+    """
+    import nbformat
+
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("papermill", None)
+    spec = _kernelspec(kernel_name)
+    if spec is not None:
+        nb.metadata["kernelspec"] = spec
+    text = nbformat.writes(nb)
+    widgets = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    ids = [i for i in dict.fromkeys(re.findall(r"[0-9a-f]{32}", text)) if i in widgets]
+    for n, model_id in enumerate(ids):
+        text = text.replace(model_id, uuid.uuid5(_WIDGET_NAMESPACE, str(n)).hex)
+    return text if text.endswith("\n") else text + "\n"
+
+
 def execute(path: Path, output: Path, *, solutions: bool, inplace: bool, timeout: int) -> Outcome:
-    """Run one notebook in a fresh kernel with its folder as working directory."""
+    """Run one notebook in a fresh kernel with its folder as working directory.
+
+    With ``inplace``, the result replaces ``path``; otherwise it goes to ``output``
+    (papermill, with ``USE_SOLUTIONS`` set). Either way the target is written
+    only after a successful run, atomically; a failure returns an
+    :class:`Outcome` with its error and leaves the target untouched.
+    Raises :class:`Interrupted` (a ``KeyboardInterrupt``) on Ctrl-C.
+    """
+    import nbformat
+
     start = time.perf_counter()
+    target = path if inplace else output
+    scratch = None
     try:
         if inplace:
-            import nbformat
             from nbclient import NotebookClient
 
             nb = nbformat.read(path, as_version=4)
-            NotebookClient(
+            client = NotebookClient(
                 nb,
                 timeout=timeout,
-                kernel_name="python3",
+                kernel_name=KERNEL_NAME,
+                record_timing=False,
                 resources={"metadata": {"path": str(path.parent)}},
-            ).execute()
-            nbformat.write(nb, path)
+            )
+            _in_worker_thread(client.execute)
         else:
             import papermill
 
-            papermill.execute_notebook(
-                str(path),
-                str(output),
-                parameters={"USE_SOLUTIONS": solutions},
-                cwd=str(path.parent),
-                kernel_name="python3",
-                progress_bar=False,
-                execution_timeout=timeout,
+            scratch = temporary_path(target)  # papermill saves after every cell: not the target
+            _in_worker_thread(
+                lambda: papermill.execute_notebook(
+                    str(path),
+                    str(scratch),
+                    parameters={"USE_SOLUTIONS": solutions},
+                    cwd=str(path.parent),
+                    kernel_name=KERNEL_NAME,
+                    progress_bar=False,
+                    execution_timeout=timeout,
+                )
             )
+            nb = nbformat.read(scratch, as_version=4)
+        if _interrupted:
+            raise Interrupted
+        write_atomic(normalize(nb), target)
+    except KeyboardInterrupt as err:
+        _stop_kernels()
+        raise Interrupted from err
     except Exception as err:  # report every failure in the table, then exit non-zero
+        if _interrupted:  # the kernel or the client failed because of the Ctrl-C
+            raise Interrupted from err
         return Outcome(path.name, time.perf_counter() - start, f"{type(err).__name__}: {err}")
+    finally:
+        if scratch is not None:
+            scratch.unlink(missing_ok=True)
     return Outcome(path.name, time.perf_counter() - start)
+
+
+def _in_worker_thread(run: Callable[[], object]) -> None:
+    """Call ``run()`` in a daemon thread while this (main) thread waits, ready for Ctrl-C.
+
+    nbclient, in the main thread, takes SIGINT over with its own handler, which
+    shuts the kernel down and lets the run fail with an empty ``AssertionError``:
+    the runner then took the Ctrl-C for a failed notebook and went on to the
+    next. Outside the main thread it cannot install that handler, so SIGINT
+    reaches ours. Exceptions of ``run`` are raised here.
+    """
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run()
+        except BaseException as err:  # noqa: BLE001 - handed over to the main thread
+            errors.append(err)
+
+    worker = threading.Thread(target=target, name="notebook", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)  # short waits: the main thread handles signals between them
+    if errors:
+        raise errors[0]
+
+
+def _stop_kernels() -> None:
+    """Terminate the kernels this process started (its child processes), on Ctrl-C.
+
+    Each kernel leads its own session (jupyter_client starts it so), hence its own
+    process group. Linux only (``/proc``); elsewhere a kernel exits by itself
+    once it notices that its parent is gone.
+    """
+    me = os.getpid()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == me:  # field 4 of /proc/PID/stat, the parent's pid
+                os.killpg(int(stat.parent.name), signal.SIGTERM)
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours
+            continue
+
+
+@contextmanager
+def stop_on_ctrl_c() -> Iterator[None]:
+    """Make SIGINT set the interrupted flag before raising ``KeyboardInterrupt`` as usual."""
+    global _interrupted
+
+    def handler(signum: int, frame: object) -> None:
+        global _interrupted
+        _interrupted = True
+        raise Interrupted
+
+    _interrupted = False
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--inplace", action="store_true", help="store fresh outputs in the notebooks"
     )
-    parser.add_argument("--notebook-dir", type=Path, default=NOTEBOOK_DIR)
+    parser.add_argument(
+        "--notebook-dir",
+        type=Path,
+        default=NOTEBOOK_DIR,
+        help="the folder of the numbered notebooks (default: the series' notebooks/)",
+    )
     parser.add_argument("--output-dir", type=Path, default=None)
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     args = parser.parse_args(argv)
@@ -88,22 +279,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no notebooks matched in {args.notebook_dir}", file=sys.stderr)
         return 1
     out_dir = args.output_dir or args.notebook_dir / "_executed"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not args.inplace:
+        out_dir.mkdir(parents=True, exist_ok=True)
 
     from tqdm.auto import tqdm
 
-    outcomes = []
-    for path in (bar := tqdm(notebooks, unit="notebook")):
-        bar.set_description(path.stem)
-        outcomes.append(
-            execute(
-                path,
-                out_dir / path.name,
-                solutions=args.solutions,
-                inplace=args.inplace,
-                timeout=args.timeout,
+    outcomes: list[Outcome] = []
+    with stop_on_ctrl_c():
+        try:
+            for path in (bar := tqdm(notebooks, unit="notebook")):
+                bar.set_description(path.stem)
+                outcomes.append(
+                    execute(
+                        path,
+                        out_dir / path.name,
+                        solutions=args.solutions,
+                        inplace=args.inplace,
+                        timeout=args.timeout,
+                    )
+                )
+        except KeyboardInterrupt:
+            current = notebooks[len(outcomes)].name if len(outcomes) < len(notebooks) else "?"
+            print(
+                f"\ninterrupted during {current}: stopped; it and the notebooks after it "
+                "were left as they were",
+                file=sys.stderr,
             )
-        )
+            return EXIT_INTERRUPTED
 
     width = max(len(o.name) for o in outcomes)
     print(f"\n{'notebook':<{width}}  {'seconds':>8}  result")
@@ -117,4 +319,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        # The interrupted notebook's worker thread may still wait on its (stopped)
+        # kernel, and nbclient's exit hook would try to shut that kernel down
+        # again: leave now, with everything written already flushed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
