@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from .affine import dequantize, quantize
-from .calibration import replace_modules, run_with_hooks
+from .calibration import replace_modules, run_with_hooks  # noqa: F401 - qat imports it here
 from .integer_ops import (
     check_accumulator_length,
     integer_linear,
@@ -353,7 +353,7 @@ def check_skip(model: nn.Module, skip: Iterable[str]) -> tuple[str, ...]:
     if isinstance(skip, str):
         raise TypeError(f"skip must be a collection of module names, e.g. ({skip!r},)")
     skip = tuple(skip)
-    names = dict(model.named_modules())
+    names = dict(model.named_modules(remove_duplicate=False))
     unknown = [s for s in skip if s not in names or s == ""]
     if unknown:
         known = [n for n in names if n]
@@ -367,11 +367,12 @@ def find_modules(
     """Names of ``model``'s submodules of one of ``types``, outside the modules named in ``skip``.
 
     A name is skipped if it is in ``skip`` or lies inside a module named there
-    (``"classifier"`` skips ``"classifier.4"``).
+    (``"classifier"`` skips ``"classifier.4"``). A module shared by several parents
+    is listed under each of its names.
     """
     return [
         name
-        for name, module in model.named_modules()
+        for name, module in model.named_modules(remove_duplicate=False)
         if isinstance(module, types)
         and not any(name == s or name.startswith(s + ".") for s in skip)
     ]
@@ -386,6 +387,73 @@ def swappable_linears(model: nn.Module, skip: tuple[str, ...] = ()) -> list[str]
         for name in find_modules(model, (nn.Linear,), skip)
         if not isinstance(model.get_submodule(name), NonDynamicallyQuantizableLinear)
     ]
+
+
+WEIGHT_BUFFERS = ("weight_q", "weight_packed", "weight_scale")
+"""The buffers that hold a quantized layer's weight: shared when the float weight was."""
+
+
+def swap_modules(
+    model: nn.Module, names: Iterable[str], convert: Callable[[str, nn.Module], nn.Module]
+) -> nn.Module:
+    """Replace, in place, each submodule named in ``names`` by ``convert(name, module)``,
+    keeping what was shared shared, and leaving PyTorch's transformer modules runnable.
+
+    * A module that appears under several names (a shared layer) is converted
+      once, and that one copy is put at every name.
+    * Distinct layers that share (tie) one weight tensor share the quantized
+      weight's buffers (:data:`WEIGHT_BUFFERS`) when their codes and scales are
+      equal: the tied weight is stored once.
+    * ``nn.TransformerEncoderLayer`` and ``nn.TransformerEncoder`` have a fused
+      fast path (eval mode, no gradients) that does not call their linear layers:
+      it reads their ``.weight`` and computes with it in one kernel. A quantized
+      layer has no float ``.weight``, and exposing a dequantized one would let
+      that kernel skip what the layer does besides (a W8A8 layer also quantizes
+      its input and output). So in every such module that holds a swapped
+      layer the fast path is turned off, with the two switches PyTorch checks:
+      ``activation_relu_or_gelu = 0`` on the layer (it only selects the fast
+      path; the activation itself is ``layer.activation``) and
+      ``use_nested_tensor = False`` on the encoder. The standard path calls
+      every layer, so the quantized maths is what runs. (Inside
+      ``nn.MultiheadAttention`` the output projection is read, not called;
+      :func:`swappable_linears` leaves it in float.)
+
+    Returns ``model``, or the converted module when ``names`` holds ``""`` (the model itself).
+    """
+    seen: dict[int, tuple[nn.Module, nn.Module]] = {}  # id -> (original, converted)
+    tied: dict[int, tuple[torch.Tensor, nn.Module]] = {}  # id(weight) -> (weight, converted)
+    for name in names:
+        if name == "":
+            return convert(name, model)
+        module = model.get_submodule(name)
+        if id(module) not in seen:
+            new = convert(name, module)
+            seen[id(module)] = (module, new)
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, torch.Tensor):
+                first = tied.setdefault(id(weight), (weight, new))[1]
+                _share_weight_buffers(first, new)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, seen[id(module)][1])
+    swapped = {id(new) for _, new in seen.values()}
+    for m in model.modules():
+        if not any(id(sub) in swapped for sub in m.modules()):
+            continue
+        if isinstance(m, nn.TransformerEncoderLayer):
+            m.activation_relu_or_gelu = 0
+        elif isinstance(m, nn.TransformerEncoder):
+            m.use_nested_tensor = False
+    return model
+
+
+def _share_weight_buffers(first: nn.Module, other: nn.Module) -> None:
+    """Make ``other`` hold ``first``'s weight buffers where they are equal (a tied weight)."""
+    if first is other:
+        return
+    for buffer in WEIGHT_BUFFERS:
+        a, b = getattr(first, buffer, None), getattr(other, buffer, None)
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b):
+            other._buffers[buffer] = a
 
 
 def calibrate_linears(
@@ -429,7 +497,11 @@ def quantize_model(
 
     ``method`` picks the layer: ``"w8a16"`` (:class:`W8A16Linear`), ``"int4"``
     (:class:`Int4WeightLinear` with ``group_size``) or ``"w8a8"``
-    (:class:`W8A8Linear`). W8A8 needs ``calibration``, batches of model inputs:
+    (:class:`W8A8Linear`), with :func:`swap_modules`: a shared layer becomes one
+    shared quantized layer, a tied weight is stored once, and PyTorch's
+    ``nn.TransformerEncoder``/``nn.TransformerEncoderLayer`` keep working (their
+    fused fast path is turned off where it would bypass a quantized layer).
+    W8A8 needs ``calibration``, batches of model inputs:
     the float copy runs them once while ``observer()`` instances (default:
     :func:`int8_activation_observer`) watch each layer's input and output.
     Modules named in ``skip`` (names as in ``model.named_modules()``, e.g.
@@ -447,7 +519,7 @@ def quantize_model(
     quantized = copy.deepcopy(model)
     names = swappable_linears(quantized, skip)
     if method == "w8a16":
-        return replace_modules(quantized, names, lambda name, m: W8A16Linear.from_float(m))
+        return swap_modules(quantized, names, lambda name, m: W8A16Linear.from_float(m))
     if method == "int4":
 
         def to_int4(name: str, linear: nn.Module) -> Int4WeightLinear:
@@ -458,12 +530,12 @@ def quantize_model(
                     f"layer {name!r}: {err}; skip it or pick another group_size"
                 ) from err
 
-        return replace_modules(quantized, names, to_int4)
+        return swap_modules(quantized, names, to_int4)
     if calibration is None:
         raise ValueError("method='w8a8' needs calibration: a few batches of typical inputs")
     observer = observer or int8_activation_observer
     observers = calibrate_linears(quantized, names, calibration, observer)
-    return replace_modules(
+    return swap_modules(
         quantized, names, lambda name, m: W8A8Linear.from_float(m, *observers[name])
     )
 

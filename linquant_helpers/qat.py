@@ -20,9 +20,11 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from .calibration import fake_quantize_weight
-from .layers import check_skip, find_modules, replace_modules
+from .layers import check_skip, find_modules, replace_modules, swap_modules
+from .validation import check_float_tensor
 
 QAT_TYPES = (nn.Linear, nn.Conv2d)
 
@@ -38,6 +40,7 @@ def fake_quantize_ste(
     ``"channel"`` or a group size), and the gradient of the identity.
     Same shape, dtype and device as ``w``. Raises as ``fake_quantize_weight`` does.
     """
+    w = check_float_tensor(w, "w")
     return w + (fake_quantize_weight(w, bits, granularity) - w).detach()
 
 
@@ -83,6 +86,14 @@ def prepare_qat(
     :func:`~linquant_helpers.calibration.quantize_weights` with the same ``bits``
     and ``granularity`` gives. The original model is untouched.
 
+    The output projection of an ``nn.MultiheadAttention`` stays in float, as in
+    :func:`~linquant_helpers.layers.quantize_model` (the attention reads its
+    ``weight`` directly instead of calling it), so training sees what deployment
+    will run. The wrappers go in with
+    :func:`~linquant_helpers.layers.swap_modules`: a shared layer gets one shared
+    wrapper, and ``nn.TransformerEncoder`` layers run their standard path, which
+    calls the wrappers, instead of the fused one, which would use float weights.
+
     Raises ``ValueError`` for a name in ``skip`` that is not a module of ``model``.
     """
     skip = check_skip(model, skip)
@@ -91,7 +102,12 @@ def prepare_qat(
         return QATWrapper(module, bits, granularity)
 
     qat = copy.deepcopy(model)
-    return replace_modules(qat, find_modules(qat, QAT_TYPES, skip), wrap)
+    names = [
+        name
+        for name in find_modules(qat, QAT_TYPES, skip)
+        if not isinstance(qat.get_submodule(name), NonDynamicallyQuantizableLinear)
+    ]
+    return swap_modules(qat, names, wrap)
 
 
 def strip_qat(model: nn.Module) -> nn.Module:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from linquant_helpers import choose_qparams, dequantize, fake_quantize, quantize
+from linquant_helpers.integer_ops import MAX_K
 from linquant_helpers.layers import (
     Int4WeightLinear,
     W8A8Linear,
@@ -25,6 +26,7 @@ from linquant_helpers.layers import (
     quantize_model,
 )
 from linquant_helpers.observers import MinMaxObserver
+from linquant_helpers.qat import prepare_qat
 
 # torch.quantize_per_channel serves as an oracle only; it warns that it is deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:.*quantized tensor creation:UserWarning")
@@ -417,3 +419,149 @@ def test_quantize_model_leaves_multihead_attention_projection_in_float() -> None
     with torch.no_grad():
         h = quantized[0](x)
         torch.testing.assert_close(quantized[1](h, h, h)[0], model[1](h, h, h)[0])
+
+
+# --- issue 11: PyTorch's own transformer modules, shared and tied layers, pruned rows ------
+
+
+METHOD_KW = {"w8a16": {}, "int4": {"group_size": 8}, "w8a8": {}}
+
+
+def _encoder(seed: int = 0) -> nn.TransformerEncoder:
+    torch.manual_seed(seed)
+    layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
+    return nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+
+
+def _standard_path(model: nn.Module, *args, **kwargs) -> torch.Tensor:
+    """``model``'s output with PyTorch's fused fast path switched off globally."""
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        return model(*args, **kwargs)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(was)
+
+
+def _count_calls(monkeypatch, cls) -> list[int]:
+    """Count calls of ``cls.forward`` (a hook would itself switch the fast path off)."""
+    calls, forward = [0], cls.forward
+
+    def counted(self, *args, **kwargs):
+        calls[0] += 1
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "forward", counted)
+    return calls
+
+
+LAYER_OF = {"w8a16": W8A16Linear, "int4": Int4WeightLinear, "w8a8": W8A8Linear}
+
+
+@pytest.mark.parametrize("method", ["w8a16", "int4", "w8a8"])
+def test_quantized_transformer_encoder_runs_the_quantized_layers(method, monkeypatch):
+    model = _encoder()
+    x = torch.randn(3, 5, 16, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(3, 5, dtype=torch.bool)
+    mask[0, 3:] = True  # padding: the encoder's nested-tensor path would read .weight too
+    q = quantize_model(model, method, calibration=[x], **METHOD_KW[method])
+    calls = _count_calls(monkeypatch, LAYER_OF[method])
+    with torch.no_grad():  # eval + no_grad: where PyTorch's fused fast path would run
+        ref = model(x)
+        for kwargs in ({}, {"src_key_padding_mask": mask}):
+            calls[0] = 0
+            out = q(x, **kwargs)
+            assert calls[0] == 4, "every quantized linear layer (2 per encoder layer) must run"
+            assert torch.allclose(out, _standard_path(q, x, **kwargs), atol=1e-5)
+        out = q(x)
+    assert (out - ref).abs().max() < (0.2 if method == "int4" else 0.05)
+
+
+def test_prepare_qat_on_a_transformer_encoder_and_multihead_attention(monkeypatch):
+    from linquant_helpers.qat import QATWrapper
+
+    model = _encoder()
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(2))
+    qat = prepare_qat(model, bits=4).eval()
+    calls = _count_calls(monkeypatch, QATWrapper)
+    with torch.no_grad():
+        assert torch.allclose(qat(x), _standard_path(qat, x), atol=1e-5)
+        assert calls[0] == 2 * 4  # both runs called the 4 wrapped linear layers
+        assert not torch.equal(qat(x), model(x))  # the fake-quantized weights are used
+    # attention's output projection is read, not called: it stays a float nn.Linear
+    attn = qat.layers[0].self_attn
+    assert type(attn.out_proj).__name__ == "NonDynamicallyQuantizableLinear"
+    qat.train()
+    qat(x).sum().backward()
+    assert qat.layers[0].linear1.module.weight.grad is not None
+
+    mha = nn.Sequential()
+    mha.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+    q = prepare_qat(nn.ModuleDict({"attn": mha.attn, "head": nn.Linear(8, 3)}))
+    y = torch.randn(2, 4, 8)
+    out, _ = q["attn"](y, y, y)
+    assert q["head"](out).shape == (2, 4, 3)
+
+
+class _Shared(nn.Module):
+    """One Linear used twice (a shared layer) and two Linears with one tied weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.block = nn.Linear(16, 16)
+        self.again = self.block  # the same module under a second name
+        self.up = nn.Linear(16, 16)
+        self.down = nn.Linear(16, 16)
+        self.down.weight = self.up.weight  # tied weights, separate biases
+
+    def forward(self, x):
+        return self.down(torch.relu(self.up(self.again(torch.relu(self.block(x))))))
+
+
+@pytest.mark.parametrize("method", ["w8a16", "int4", "w8a8"])
+def test_shared_and_tied_layers_are_quantized_once(method):
+    model = _Shared().eval()
+    x = torch.randn(4, 16)
+    q = quantize_model(model, method, calibration=[x], **METHOD_KW[method])
+    assert q.block is q.again  # one shared quantized layer
+    codes = "weight_packed" if method == "int4" else "weight_q"
+    assert getattr(q.up, codes) is getattr(q.down, codes)  # the tied weight, stored once
+    assert q.up.bias is not q.down.bias or method == "w8a8"
+    untied = quantize_model(_untied(model), method, calibration=[x], **METHOD_KW[method])
+    assert module_nbytes(q) < module_nbytes(untied)
+    with torch.no_grad():
+        assert torch.allclose(q(x), model(x), atol=0.3)
+
+
+def _untied(model: _Shared) -> _Shared:
+    copy_ = copy.deepcopy(model)
+    copy_.down.weight = nn.Parameter(copy_.up.weight.detach().clone())
+    copy_.again = copy.deepcopy(copy_.block)
+    return copy_
+
+
+def test_w8a8_converts_a_pruned_row_with_a_bias():
+    torch.manual_seed(0)
+    linear = nn.Linear(8, 3)
+    with torch.no_grad():
+        linear.weight[1] = 0.0  # an all-zero (pruned) output row
+        linear.bias[1] = 0.37
+    layer = W8A8Linear.from_float(linear, (0.001, 0), (0.01, 0))  # was "bias too large for int32"
+    x = torch.rand(5, 8) * 0.1
+    out = layer(x)
+    assert torch.allclose(out[:, 1], torch.full((5,), 0.37), atol=0.01 / 2 + 1e-6)
+    assert torch.allclose(out, linear(x), atol=0.02)
+
+
+def test_w8a8_rejects_a_nan_bias_instead_of_the_int32_minimum():
+    linear = nn.Linear(4, 3)
+    with torch.no_grad():
+        linear.bias[0] = float("nan")
+    with pytest.raises(ValueError, match="bias must be finite, but it contains NaN"):
+        W8A8Linear.from_float(linear, (0.1, 0), (0.1, 0))
+
+
+def test_w8a8_rejects_more_inputs_than_an_int32_accumulator_holds():
+    with pytest.raises(ValueError, match=f"more than the {MAX_K}"):
+        W8A8Linear.from_float(nn.Linear(MAX_K + 1, 1), (0.1, 0), (0.1, 0))
