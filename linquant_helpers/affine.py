@@ -12,7 +12,8 @@ through the same ``axis`` / ``group_size`` keywords.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable
 
 import torch
 
@@ -32,9 +33,13 @@ EPS = torch.finfo(torch.float32).eps
 """Smallest scale ever returned (PyTorch's observers use the same): an all-zero
 tensor gets ``scale = EPS`` instead of 0, so that ``x / scale`` is never NaN."""
 
-_BLOCK_ELEMENTS = 1 << 18
+_BLOCK_ELEMENTS = 1 << 19
 """On the CPU, :func:`quantize` works through big tensors in blocks of about this
-many elements (1 MiB of float32), so its temporaries stay small and in cache."""
+many elements (2 MiB of float32), so its temporaries stay small and in cache."""
+
+_FAST_MIN_ELEMENTS = 1 << 16
+"""Below this many elements :func:`quantize` computes the formula in one go:
+blocks only pay off when ``x`` outgrows the caches."""
 
 
 def qrange(bits: int = 8, signed: bool = True, narrow: bool = False) -> tuple[int, int]:
@@ -209,14 +214,8 @@ def quantize(
     ``round`` is round-half-to-even, like ``torch.round``. As in PyTorch's CPU
     kernel for ``torch.quantize_per_tensor``, ``x / scale`` is computed as
     ``x * (1 / scale)`` and the zero point is added *before* rounding, in one
-    fused multiply-add; the result is bit-identical to that kernel. At exact
-    ties this matters: ``x = 0.25, scale = 0.5, zero_point = 1`` gives
-    ``round(1.5) = 2``, while rounding first would give ``round(0.5) + 1 = 1``
-    (which is what ``torch.fake_quantize_per_tensor_affine`` does).
-    ``torch.quantize_per_channel`` instead rounds the product ``x * (1 / scale)``
-    to float32 before adding the zero point (two roundings, not one), so with
-    a nonzero zero point it can differ from this function by one code at
-    near-ties (about one element in a million); with zero point 0 it is identical.
+    fused multiply-add (one rounding, not two); the result is bit-identical to
+    that kernel.
 
     ``x`` is any floating-point tensor (bf16/fp16 are computed in float32);
     the codes come back on its device, in :func:`code_dtype` (int8 or uint8 up
@@ -228,26 +227,22 @@ def quantize(
     Raises ``TypeError`` for an integer ``x``; ``ValueError`` for NaN in ``x``
     (it has no code), a scale that is not positive and finite, a zero point
     that is not an integer in ``[qmin, qmax]``, or qparams whose shape does
-    not fit the granularity.
+    not fit the granularity. Under ``torch.compile`` the checks on values
+    (NaN, scale, zero point) run inside the compiled graph and raise
+    ``RuntimeError`` with the same rule in the message.
     """
     x = check_float_tensor(x)
     qmin, qmax = qrange(bits, signed=signed, narrow=narrow)
     g = Granularity.of(x.shape, axis, group_size)
-    inv_scale = 1.0 / g.broadcastable(as_scale(scale, x.device), "scale")
-    zp = g.broadcastable(as_zero_point(zero_point, x.device, qmin, qmax), "zero_point").float()
+    scale, zero_point = _checked_qparams(g, scale, zero_point, x.device, qmin, qmax)
+    dtype = code_dtype(bits, signed)
+    if _fast_path_applies(x):
+        return _quantize_fast(g.grouped(x), scale, zero_point, qmin, qmax, dtype).reshape(x.shape)
 
-    xg = torch.atleast_1d(g.grouped(x))
-    q = torch.empty(xg.shape, dtype=code_dtype(bits, signed), device=x.device)
-    for rows in _row_blocks(xg):
-        # zero_point + x * inv_scale, as one fused multiply-add (a single rounding).
-        code = torch.addcmul(_take(zp, rows), xg[rows].float(), _take(inv_scale, rows))
-        code = code.round_().clamp_(qmin, qmax)
-        # clamp keeps NaN, and the cast below would turn it into some integer;
-        # a max over the block is the cheapest test (the block is in cache).
-        if bool(code.amax().isnan()):
-            raise ValueError("x contains NaN, which has no integer code; clean the input first")
-        q[rows] = code
-    return q.reshape(x.shape)
+    # The formula on the grouped view, where the qparams broadcast element-wise.
+    q = torch.round(_fma(g.grouped(x).float(), 1 / scale, zero_point))  # x / s + z, one rounding
+    q = torch.clamp(q, qmin, qmax).reshape(x.shape)
+    return _without_nan(q).to(dtype)
 
 
 def dequantize(
@@ -306,23 +301,156 @@ def fake_quantize(
     return x_hat.to(x.dtype)
 
 
-def _row_blocks(t: torch.Tensor) -> Iterator[slice]:
-    """Slices of ``t``'s first dimension of about ``_BLOCK_ELEMENTS`` elements each.
+# --- private: compile-friendly checks, and the fast eager path of quantize -----------
 
-    A memory detail, not part of the math: on the CPU, working in blocks keeps
-    the float temporaries in cache, which makes :func:`quantize` several times
-    faster on large tensors and bounds its extra memory. Elsewhere one block.
+_NAN_MESSAGE = "x contains NaN, which has no integer code; clean the input first"
+
+
+def _require(ok: torch.Tensor, message: str) -> None:
+    """Raise ``ValueError(message)`` unless the boolean tensor ``ok`` is true.
+
+    Under ``torch.compile`` an ``if`` on a tensor's value would break the graph,
+    so the test goes into the graph instead (``torch._assert_async``), where it
+    raises ``RuntimeError(message)`` when the compiled code runs.
     """
-    if t.numel() == 0:
-        return
-    rows = t.shape[0]
-    per_block = rows
-    if t.device.type == "cpu":
-        per_block = max(1, _BLOCK_ELEMENTS // (t.numel() // rows))
-    for start in range(0, rows, per_block):
-        yield slice(start, start + per_block)
+    if torch.compiler.is_compiling():
+        torch._assert_async(ok, message)
+    elif not bool(ok):
+        raise ValueError(message)
 
 
-def _take(p: torch.Tensor, rows: slice) -> torch.Tensor:
-    """The rows of a broadcastable qparam that go with ``rows`` of the data."""
-    return p if p.ndim == 0 or p.shape[0] == 1 else p[rows]
+def _without_nan(q: torch.Tensor) -> torch.Tensor:
+    """``q``, checked to hold no NaN: clamp keeps NaN, and a cast to integers would
+    turn it into some code. Raises ``ValueError`` (``RuntimeError`` when compiled).
+
+    Under ``torch.compile`` the test is ``isnan(q.sum())``: a sum Inductor
+    vectorizes (its ``isnan(q).any()`` is scalar code), exact here since ``q``
+    is clamped to a small range. (A check fused into the loop over ``q`` would
+    read ``x`` once instead of twice, but an assertion raised inside Inductor's
+    parallel loops aborts the process.)
+    """
+    if torch.compiler.is_compiling():
+        _require(~torch.isnan(q.sum()), _NAN_MESSAGE)
+    else:
+        _require(~torch.isnan(q).any(), _NAN_MESSAGE)
+    return q
+
+
+def _checked_qparams(
+    g: Granularity,
+    scale: object,
+    zero_point: object,
+    device: torch.device,
+    qmin: int,
+    qmax: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scale`` and ``zero_point`` as float32 tensors that broadcast against ``g.grouped(x)``.
+
+    Eagerly, :func:`~linquant_helpers.validation.as_scale` and ``as_zero_point``
+    check them and name the bad value. Under ``torch.compile`` the same rules
+    are asserted inside the graph (no graph break), without the value.
+    """
+    if not torch.compiler.is_compiling():
+        s = as_scale(scale, device)
+        z = as_zero_point(zero_point, device, qmin, qmax)
+    else:
+        s = torch.as_tensor(scale, dtype=torch.float32, device=device)
+        z = torch.as_tensor(zero_point, device=device)
+        rule = "scale must be positive and finite, with a finite 1 / scale"
+        _require((torch.isfinite(s) & (s > 0) & torch.isfinite(1 / s)).all(), rule)
+        ok = (z >= qmin) & (z <= qmax)
+        if z.is_floating_point():
+            ok &= z == torch.round(z)
+        _require(ok.all(), f"zero_point must be an integer in [{qmin}, {qmax}]")
+    return g.broadcastable(s, "scale"), g.broadcastable(z, "zero_point").float()
+
+
+def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``a * b + c`` in float32, rounded once (a fused multiply-add), with broadcasting.
+
+    Eagerly, ATen's CPU ``addcmul`` kernel computes ``c + a * b`` with an FMA
+    instruction (on CPUs with FMA: AVX2, AVX-512). Inductor lowers ``addcmul``
+    on the CPU to a multiply and an add (two roundings), so under
+    ``torch.compile`` the FMA is asked for explicitly.
+    """
+    if torch.compiler.is_compiling():
+        shape = torch.broadcast_shapes(a.shape, b.shape, c.shape)
+        return torch.ops.prims.fma(a.expand(shape), b.expand(shape), c.expand(shape))
+    return torch.addcmul(c, a, b)
+
+
+def _fast_path_applies(x: torch.Tensor) -> bool:
+    """Whether :func:`quantize` takes :func:`_quantize_fast`: eager, CPU, big enough to pay."""
+    return (
+        not torch.compiler.is_compiling()
+        and x.device.type == "cpu"
+        and x.numel() >= _FAST_MIN_ELEMENTS
+        and not x.requires_grad
+    )
+
+
+def _quantize_fast(
+    xg: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor,
+    qmin: int,
+    qmax: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """:func:`quantize`'s formula, computed block by block; the same codes, bit for bit.
+
+    Memory, not arithmetic, bounds quantize: the formula as one expression
+    writes and reads a float32 temporary of ``x``'s size per operation. Here
+    each block of about ``_BLOCK_ELEMENTS`` elements goes through one reusable
+    float32 buffer that stays in cache, so ``x`` is read once and the codes
+    written once. The multiply-add is written so that ATen's kernel runs
+    vectorized (it falls back to scalar code when two of its inputs are
+    broadcast along the innermost dimension): ``torch.add(z, x, alpha=1/s)``
+    for one scale, and ``buf = z; buf.addcmul_(x, 1/s)`` for many. Both are
+    the same fused multiply-add as ``addcmul(z, x, 1/s)``.
+    """
+    xg = xg.detach()  # the codes are integers: no gradient flows through them anyway
+    q = torch.empty(xg.shape, dtype=dtype, device=xg.device)
+    if xg.numel() == 0:
+        return q
+    inv_scale = 1 / scale
+    one_scale = inv_scale.ndim == 0
+    rows = _rows_per_block(xg)
+    # One call each to cut x, q and the qparams into blocks: Python's cost per
+    # block, not the arithmetic, is what small blocks would pay for.
+    blocks = zip(
+        xg.split(rows),
+        q.split(rows),
+        _split(zero_point, rows),
+        _split(inv_scale, rows),
+        strict=False,
+    )
+    inv = float(inv_scale) if one_scale else None
+    buffer = torch.empty(min(xg.numel(), rows * xg[0].numel()), device=xg.device)
+    maxima = []
+    for xb, qb, zb, ib in blocks:
+        v = buffer[: xb.numel()].view(xb.shape)
+        if one_scale:
+            torch.add(zb, xb.float(), alpha=inv, out=v)
+        else:
+            v.copy_(zb.expand(xb.shape))
+            v.addcmul_(xb.float(), ib)
+        v.round_().clamp_(qmin, qmax)
+        maxima.append(v.amax())  # clamp keeps NaN: the max of a block with NaN is NaN
+        qb.copy_(v)
+    if bool(torch.stack(maxima).isnan().any()):
+        raise ValueError(_NAN_MESSAGE)
+    return q
+
+
+def _rows_per_block(t: torch.Tensor) -> int:
+    """How many rows (slices along the first dimension) of ``t`` make about
+    ``_BLOCK_ELEMENTS`` elements; at least one."""
+    return max(1, _BLOCK_ELEMENTS // max(1, t[0].numel()))
+
+
+def _split(p: torch.Tensor, rows: int) -> Iterable[torch.Tensor]:
+    """A broadcastable qparam cut like the data: by ``rows``, or the same for every block."""
+    if p.ndim == 0 or p.shape[0] == 1:
+        return itertools.repeat(p)
+    return p.split(rows)
