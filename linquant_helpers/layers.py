@@ -127,10 +127,19 @@ class W8A16Linear(_QuantizedLinear):
             layer.bias.copy_(linear.bias.detach())
         return layer.to(linear.weight.device)
 
+    def dequantized_weight(self) -> torch.Tensor:
+        """``w = dequantize(weight_q, weight_scale, axis=0)``: the float32 weight ``(out, in)``."""
+        return dequantize(self.weight_q, self.weight_scale, axis=0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``y = x w^T + b`` with ``w = dequantize(weight_q, weight_scale)``, in ``x``'s dtype."""
+        """``y = x w^T + b`` with ``w = s * q`` (:meth:`dequantized_weight`), in ``x``'s dtype.
+
+        The buffers were checked when the layer was built, so the weight is
+        rebuilt here without :func:`dequantize`'s checks: one multiply, the
+        same float32 values (``q`` converts to float32 exactly).
+        """
         x = self._check_input(x)
-        w = dequantize(self.weight_q, self.weight_scale, axis=0).to(x.dtype)
+        w = torch.mul(self.weight_q, self.weight_scale.unsqueeze(1)).to(x.dtype)
         return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
 
     def _describe(self) -> str:
@@ -190,10 +199,26 @@ class Int4WeightLinear(_QuantizedLinear):
         shape = (self.out_features, self.in_features)
         return unpack(self.weight_packed, 4, shape, signed=True)
 
+    def dequantized_weight(self) -> torch.Tensor:
+        """``dequantize(weight_codes(), weight_scale, group_size)``: the float32 weight."""
+        return dequantize(self.weight_codes(), self.weight_scale, group_size=self.group_size)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Unpack, dequantize per group, then ``F.linear`` in ``x``'s dtype."""
+        """Unpack, dequantize per group (:meth:`dequantized_weight`), ``F.linear`` in ``x``'s dtype.
+
+        The same float32 weight as :meth:`dequantized_weight`, built with fewer
+        passes and without re-checking the buffers (checked when the layer was
+        built): the two codes of each byte are sign-extended with arithmetic
+        shifts, and each group multiplied by its scale in one operation.
+        """
         x = self._check_input(x)
-        w = dequantize(self.weight_codes(), self.weight_scale, group_size=self.group_size)
+        packed = self.weight_packed.view(torch.int8)
+        low = torch.bitwise_left_shift(packed, 4) >> 4  # code 2i: the low nibble, sign-extended
+        codes = torch.stack((low, packed >> 4), dim=-1)  # code 2i + 1: the high nibble
+        n_groups = self.in_features // self.group_size
+        codes = codes.reshape(-1)[: self.out_features * self.in_features]
+        codes = codes.view(self.out_features, n_groups, self.group_size)
+        w = torch.mul(codes, self.weight_scale.unsqueeze(-1)).view(self.out_features, -1)
         return F.linear(x, w.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
     def _describe(self) -> str:
