@@ -312,3 +312,36 @@ def test_other_float_dtypes_compute_in_float32(dtype):
 
 def test_eps_constant_matches_pytorch_observers():
     assert torch.finfo(torch.float32).eps == EPS
+
+
+# --- issue 11: how far "bit-identical with torch.quantize_per_tensor" goes ----------------
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("zero_point", [0, 1, 3, -7, 100])
+def test_quantize_per_tensor_claim_holds_at_8_bits_and_the_16_bit_order_differs(zero_point):
+    from linquant_helpers.hardware import zero_point_rounding_order
+
+    scale = 0.5
+    k = torch.arange(-40, 40, dtype=torch.float64)
+    x = ((k + 0.5) * scale).float()  # every x / scale is an exact tie
+    add_then_round = torch.round(x.double() / scale + zero_point)  # ours, in float64
+    round_then_add = torch.round(x.double() / scale) + zero_point  # qint32's reference code
+    ours8 = quantize(x, scale, zero_point, 8)
+    ours16 = quantize(x, scale, zero_point, 16)
+    assert torch.equal(ours16.double(), add_then_round)
+    assert torch.equal(ours8.double(), add_then_round.clamp(-128, 127))
+    if zero_point % 2:  # ties with an odd zero point: the two orders differ by one code
+        assert bool((add_then_round != round_then_add).all())
+        assert int(quantize(torch.tensor([0.25]), 0.5, zero_point, 16)) == zero_point + 1
+    else:
+        assert torch.equal(add_then_round, round_then_add)
+    if zero_point_rounding_order() != "add, then round":
+        pytest.skip("this PyTorch build rounds before adding the zero point at 8 bits too")
+    torch8 = torch.quantize_per_tensor(x, scale, zero_point, torch.qint8).int_repr()
+    assert torch.equal(torch8, ours8)  # the claim: bit-identical at 8 bits
+    torch16 = torch.quantize_per_tensor(x, scale, zero_point, torch.qint32).int_repr()
+    # qint32 follows one of the two orders, depending on the build
+    assert torch.equal(torch16.double(), add_then_round) or torch.equal(
+        torch16.double(), round_then_add
+    )
