@@ -250,3 +250,27 @@ def test_integer_path_within_one_output_step_of_float() -> None:
     assert (y_int - y_ref).abs().max() <= float(s_y)
     # and never more than one code from quantizing the float result directly
     assert (q_y.int() - quantize(y_ref.float(), s_y, z_y).int()).abs().max() <= 1
+
+
+# --- issue 11: the int32 accumulator never wraps around silently --------------------------
+
+
+def test_accumulator_overflow_is_an_error_not_a_wrapped_value():
+    from linquant_helpers.integer_ops import MAX_K
+
+    k = 4
+    q_x = torch.full((1, k), 127, dtype=torch.int8)
+    q_w = torch.full((1, k), 127, dtype=torch.int8)
+    near_max = torch.tensor([2**31 - 1 - 1000], dtype=torch.int32)
+    with pytest.raises(ValueError, match="accumulator does not fit an int32"):
+        integer_linear(q_x, q_w, near_max)  # 4 * 127 * 127 more would wrap to negative
+    fits = torch.tensor([2**31 - 1 - 4 * 127 * 127], dtype=torch.int32)
+    assert int(integer_linear(q_x, q_w, fits)) == 2**31 - 1  # exactly at the edge: exact
+    with pytest.raises(ValueError, match=f"more than the {MAX_K}"):
+        wide = torch.zeros(1, MAX_K + 1, dtype=torch.int8)
+        integer_linear(wide, wide, torch.zeros(1, dtype=torch.int32))
+    with pytest.raises(ValueError, match=f"more than the {MAX_K}"):
+        weight_offset(torch.zeros(1, MAX_K + 1, dtype=torch.int8), 0, 0)
+    with pytest.raises(ValueError, match="offset .* does not fit an int32"):
+        weight_offset(torch.full((1, 4), -127, dtype=torch.int8), 0, 127,
+                      torch.tensor([2**31 - 1], dtype=torch.int32))  # fmt: skip
