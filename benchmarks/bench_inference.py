@@ -1,28 +1,33 @@
 """Size and speed of quantized inference on this machine, measured side by side in one run.
 
     python benchmarks/bench_inference.py            # about half a minute
-    python benchmarks/bench_inference.py --quick    # fewer rounds (notebook 06 runs this)
+    python benchmarks/bench_inference.py --quick    # fewer rounds (notebook 07 runs this)
 
-Three tables:
+Four tables:
 
 1. bytes held by a 1024 x 1024 linear layer: fp32, int8 (W8A16, W8A8), packed int4;
-2. latency of that layer at batch 64: fp32 ``nn.Linear``, the bare int8 matmul
+2. the overhead of the weight-only layers at batch 1, as multiples of fp32
+   ``nn.Linear``: the package's layers, their readable path (``F.linear`` with
+   ``dequantized_weight()``), and torchao's weight-only equivalents when torchao
+   is installed (``pip install -e ".[runtimes]"``);
+3. latency of that layer at batch 64: fp32 ``nn.Linear``, the bare int8 matmul
    (``torch._int_mm``), PyTorch's dynamic int8 ``Linear`` (a comparison only:
    ``torch.ao.quantization`` is deprecated and never used by the package), and
    the package's three layers, with the W8A8 forward split into its steps;
-3. the quantize step on a 4096 x 4096 tensor: the package's eager ``quantize``,
+4. the quantize step on a 4096 x 4096 tensor: the package's eager ``quantize``,
    ``torch.compile``, ``torch.quantize_per_tensor``, against the memory-bandwidth
    floor (bytes moved / measured copy bandwidth).
 
-Timings are medians over interleaved rounds (see :func:`interleaved_medians`):
+Timings are medians over interleaved rounds (``benchmarks/timing.py``, shared
+with ``bench_quantize.py``, as is the floor):
 on a shared CPU the times move from run to run, the ratios much less.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
-import statistics
 import sys
 import time
 import warnings
@@ -30,9 +35,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import (  # noqa: E402
+    CLOCKS,
+    CopyFloor,
+    Row,
+    format_table,
+    interleaved_medians,
+    optional_torchao,
+)
 
 from linquant_helpers import choose_qparams, dequantize, quantize  # noqa: E402
 from linquant_helpers.integer_ops import int8_matmul, requantize  # noqa: E402
@@ -42,49 +58,6 @@ from linquant_helpers.layers import (  # noqa: E402
     W8A16Linear,
     module_nbytes,
 )
-
-Row = tuple[str, ...]
-
-
-def interleaved_medians(
-    fns: dict[str, Callable[[], object]], rounds: int, block_s: float = 0.02
-) -> dict[str, float]:
-    """Median milliseconds per call of each function, measured in interleaved rounds.
-
-    Each round times a short block of calls of every function in turn, so a burst
-    of load from other processes slows all of them alike instead of one, and the
-    median over rounds drops the disturbed blocks. The number of calls per block
-    is set once per function from a warm-up call.
-    """
-    calls = {}
-    for name, fn in fns.items():
-        fn()  # warm-up: first-call allocations, lazy initialization
-        start = time.perf_counter()
-        fn()
-        calls[name] = max(1, round(block_s / max(time.perf_counter() - start, 1e-7)))
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    with torch.inference_mode():
-        for _ in range(rounds):
-            for name, fn in fns.items():
-                start = time.perf_counter()
-                for _ in range(calls[name]):
-                    fn()
-                times[name].append((time.perf_counter() - start) / calls[name] * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def format_table(title: str, header: Row, rows: list[Row]) -> str:
-    """A plain-text table: first column left-aligned, the others right-aligned."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(row: Row) -> str:
-        cells = [
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        return "  ".join(cells).rstrip()
-
-    return "\n".join([title, line(header), *map(line, rows)])
 
 
 def make_layers(features: int, batch: int, group_size: int, seed: int = 0) -> dict[str, object]:
@@ -114,6 +87,64 @@ def size_rows(layers: dict[str, object], group_size: int) -> list[Row]:
     return [(name, f"{n:,}", f"{fp32 / n:.2f}x") for name, n in sizes.items()]
 
 
+def torchao_weight_only(linear: nn.Linear, group_size: int) -> dict[str, nn.Module]:
+    """torchao's int8 and int4 weight-only versions of ``linear``; empty without torchao."""
+    if optional_torchao() is None:
+        return {}
+    from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+
+    configs = {
+        "int8": Int8WeightOnlyConfig(),
+        "int4": IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group_size)),
+    }
+    layers = {}
+    for name, config in configs.items():
+        model = nn.Sequential(copy.deepcopy(linear))
+        quantize_(model, config)
+        layers[name] = model
+    return layers
+
+
+def overhead_rows(
+    layers: dict[str, object], group_size: int, rounds: int, clock: str = "wall"
+) -> list[Row]:
+    """Batch-1 latency of the weight-only layers as multiples of fp32, next to torchao's."""
+    linear, w8a16, int4 = layers["linear"], layers["w8a16"], layers["int4"]
+    x = layers["x"][:1]
+    ao = torchao_weight_only(linear, group_size)
+
+    def readable(layer: nn.Module) -> Callable[[], torch.Tensor]:
+        return lambda: F.linear(x, layer.dequantized_weight(), layer.bias)
+
+    fns = {
+        "fp32 nn.Linear": lambda: linear(x),
+        "W8A16Linear": lambda: w8a16(x),
+        "  readable path (dequantize per call)": readable(w8a16),
+    }
+    if "int8" in ao:
+        fns["torchao Int8WeightOnlyConfig"] = lambda: ao["int8"](x)
+    fns |= {
+        f"Int4WeightLinear (group_size={group_size})": lambda: int4(x),
+        "  readable path (unpack, dequantize per call)": readable(int4),
+    }
+    if "int4" in ao:
+        fns[f"torchao IntxWeightOnlyConfig (int4, group {group_size})"] = lambda: ao["int4"](x)
+    ms = interleaved_medians(fns, rounds, clock=clock)
+    fp32 = ms["fp32 nn.Linear"]
+    theirs = {"W8A16Linear": "torchao Int8WeightOnlyConfig"}
+    theirs[f"Int4WeightLinear (group_size={group_size})"] = next(
+        (name for name in ms if name.startswith("torchao Intx")), ""
+    )
+    rows = []
+    for name, t in ms.items():
+        other = ms.get(theirs.get(name, ""))
+        rows.append(
+            (name, f"{t:.3f}", f"{t / fp32:.2f}x", "" if other is None else f"{t / other:.2f}")
+        )
+    return rows
+
+
 def dynamic_int8(linear: nn.Linear) -> nn.Module | None:
     """PyTorch's dynamic int8 Linear, for comparison only; None if this build lacks it."""
     with warnings.catch_warnings():
@@ -127,7 +158,7 @@ def dynamic_int8(linear: nn.Linear) -> nn.Module | None:
             return None
 
 
-def latency_rows(layers: dict[str, object], rounds: int) -> list[Row]:
+def latency_rows(layers: dict[str, object], rounds: int, clock: str = "wall") -> list[Row]:
     linear, x, w8a8, int4 = layers["linear"], layers["x"], layers["w8a8"], layers["int4"]
     q_x = quantize(x, w8a8.input_scale, w8a8.input_zero_point)
     q_w_t = w8a8.weight_q.t()
@@ -149,7 +180,7 @@ def latency_rows(layers: dict[str, object], rounds: int) -> list[Row]:
         "Int4WeightLinear": lambda: int4(x),
         "  unpack the int4 weight alone": lambda: int4.weight_codes(),
     }
-    ms = interleaved_medians(fns, rounds)
+    ms = interleaved_medians(fns, rounds, clock=clock)
     fp32 = ms["fp32 nn.Linear"]
     return [(name, f"{t:.3f}", f"{fp32 / t:.2f}x") for name, t in ms.items()]
 
@@ -192,12 +223,12 @@ def compiled_quantizers(x, scale, zero_point) -> dict[str, Callable[[], torch.Te
     }
 
 
-def quantize_step_rows(n: int, rounds: int, compile_: bool) -> list[Row]:
+def quantize_step_rows(n: int, rounds: int, compile_: bool, clock: str = "wall") -> list[Row]:
     x = torch.randn(n, n, generator=torch.Generator().manual_seed(0))
     scale, zero_point = choose_qparams(x)
     s, z = float(scale), int(zero_point)
     reference = quantize(x, scale, zero_point)
-    copy_dst = torch.empty_like(x)
+    floor = CopyFloor(x)
 
     def per_tensor() -> torch.Tensor:
         with warnings.catch_warnings():
@@ -205,22 +236,21 @@ def quantize_step_rows(n: int, rounds: int, compile_: bool) -> list[Row]:
             return torch.quantize_per_tensor(x, s, z, torch.qint8).int_repr()
 
     fns = {
-        "copy x (measures bandwidth)": lambda: copy_dst.copy_(x),
+        floor.name: floor.copy,
         "quantize (package, eager)": lambda: quantize(x, scale, zero_point),
         "one expression, eager": lambda: quantize_one_expression(x, 1 / s, z),
         "torch.quantize_per_tensor": per_tensor,
     }
     if compile_:
         fns |= compiled_quantizers(x, scale, zero_point)
-    ms = interleaved_medians(fns, rounds)
+    ms = interleaved_medians(fns, rounds, clock=clock)
 
-    bandwidth = 2 * x.nbytes / ms.pop("copy x (measures bandwidth)")  # read + write, bytes/ms
-    floor = (x.nbytes + reference.nbytes) / bandwidth  # float32 in, int8 out
-    rows = [
-        ("memory-bandwidth floor", f"{floor:.2f}", "1.0", f"copy: {bandwidth / 2**20:.1f} GiB/s")
-    ]
+    copy_ms = ms.pop(floor.name)
+    floor_ms = floor.floor_ms(x.nbytes + reference.nbytes, copy_ms)  # float32 in, int8 out
+    bandwidth = floor.bandwidth(copy_ms) * 1e3 / 2**30
+    rows = [("memory-bandwidth floor", f"{floor_ms:.2f}", "1.0", f"copy: {bandwidth:.1f} GiB/s")]
     for name, t in ms.items():
-        rows.append((name, f"{t:.2f}", f"{t / floor:.1f}", agreement(fns[name](), reference)))
+        rows.append((name, f"{t:.2f}", f"{t / floor_ms:.1f}", agreement(fns[name](), reference)))
     return rows
 
 
@@ -235,6 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (default 1: steadier on a shared CPU)"
     )
+    parser.add_argument(
+        "--clock", choices=CLOCKS, default="wall", help="wall or cpu time (cpu: busy machines)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rounds = 7 if args.quick else 25
@@ -247,9 +280,12 @@ def main(argv: list[str] | None = None) -> None:
     print(
         format_table(title, ("layer", "bytes", "fp32 / this"), size_rows(layers, args.group_size))
     )
+    title = f"\nOverhead of the weight-only layers, {f} x {f} at batch 1 (median ms)"
+    header = ("layer", "ms", "x fp32", "/ torchao")
+    print(format_table(title, header, overhead_rows(layers, args.group_size, rounds, args.clock)))
     title = f"\nLatency of a {f} x {f} linear layer at batch {args.batch} (median ms)"
-    print(format_table(title, ("layer", "ms", "speedup"), latency_rows(layers, rounds)))
-    rows = quantize_step_rows(n, rounds, not args.no_compile)
+    print(format_table(title, ("layer", "ms", "speedup"), latency_rows(layers, rounds, args.clock)))
+    rows = quantize_step_rows(n, rounds, not args.no_compile, args.clock)
     title = f"\nQuantize a {n} x {n} float32 tensor to int8 (median ms)"
     print(format_table(title, ("method", "ms", "x floor", "codes vs package"), rows))
 

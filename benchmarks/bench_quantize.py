@@ -1,14 +1,17 @@
-"""Speed and memory of the core helpers, side by side with PyTorch's kernels, in one run.
+"""Speed and memory of the core helpers, side by side with PyTorch and torchao, in one run.
 
     python benchmarks/bench_quantize.py               # 4096 x 4096 float32, CPU
     python benchmarks/bench_quantize.py --size 1024   # a quick run
+    python benchmarks/bench_quantize.py --baseline old_affine.py   # before / after
 
 Prints two Markdown tables (see benchmarks/README.md for what each column means):
 
-* times: the median of ``--repeats`` runs after ``--warmup`` runs, ours next to
-  ``torch.quantize_per_tensor`` / ``torch.quantize_per_channel`` where PyTorch has
-  a kernel, and next to a memory-bandwidth floor (bytes the operation must move,
-  divided by the bandwidth of a copy of ``x`` into a ready buffer, same run);
+* times: the median over interleaved rounds (:mod:`timing`) of quantize per
+  tensor, per channel and per group of 64, eager and under ``torch.compile``,
+  next to ``torch.quantize_per_tensor`` / ``torch.quantize_per_channel`` and
+  torchao's ``quantize_affine`` (when installed), each as a multiple of the
+  memory-bandwidth floor (bytes the operation must move at the bandwidth of a
+  copy into a ready buffer, same rounds);
 * peak memory: the extra resident memory while one call runs, as a multiple of
   the size of ``x``, measured in a fresh subprocess per operation.
 
@@ -20,29 +23,49 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import importlib.util
 import json
+import logging
 import os
-import statistics
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import CLOCKS, CopyFloor, interleaved_medians, optional_torchao  # noqa: E402
 
 from linquant_helpers import choose_qparams, dequantize, quantize  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-# Goals of issue 2 (as ours / PyTorch time, PyTorch / ours time, or peak / input).
-GOAL_PER_TENSOR_SLOWDOWN = 8.0  # ours at most 8x the time of torch.quantize_per_tensor
-GOAL_PER_CHANNEL_SPEEDUP = 2.0  # ours at least 2x faster than torch.quantize_per_channel
+# Speed goals, as multiples of the memory-bandwidth floor.
+GOAL_EAGER = 2.0  # eager quantize, every granularity
+GOAL_COMPILED = 1.3  # quantize under torch.compile
 GOAL_PEAK_MEMORY = 3.0  # quantize's peak extra memory at most 3x the input
+
+GRANULARITIES = {"per-tensor": {}, "per-channel": {"axis": 0}, "per-group g=64": {"group_size": 64}}
+
+
+class Op(NamedTuple):
+    """A timed operation: a closure over prepared inputs and the bytes it must move.
+
+    ``pytorch`` / ``torchao`` name the rows it is compared with; ``goal`` is
+    its goal as a multiple of the floor (None: no goal).
+    """
+
+    fn: Callable[[], object]
+    nbytes: int
+    pytorch: str | None = None
+    torchao: str | None = None
+    goal: float | None = None
 
 
 def make_input(size: int) -> torch.Tensor:
@@ -50,76 +73,107 @@ def make_input(size: int) -> torch.Tensor:
     return torch.empty(size, size).normal_(generator=torch.Generator().manual_seed(0))
 
 
-def median_seconds(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int
-) -> dict[str, float]:
-    """Median wall time of each ``fn()`` over ``repeats`` rounds, after ``warmup`` rounds.
+def load_baseline(path: str) -> Callable[..., torch.Tensor]:
+    """``quantize`` of another version of ``linquant_helpers/affine.py`` (e.g. from git)."""
+    spec = importlib.util.spec_from_file_location("linquant_helpers._baseline_affine", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.quantize
 
-    Round-robin: each round runs every operation once, so that a burst of load
-    from other processes slows ours and PyTorch's alike instead of one of them.
+
+def torchao_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, kw: dict):
+    """torchao's ``quantize_affine`` on the same qparams, as a closure (a yardstick only).
+
+    torchao's block_size: the whole tensor, one row, or 64 elements of a row.
+    (torchao rounds before adding the zero point, so a few codes may differ.)
     """
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for round_ in range(warmup + repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if round_ >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    from torchao.quantization.quant_primitives import quantize_affine
+
+    rows, cols = x.shape
+    block = (1, cols) if "axis" in kw else (1, kw["group_size"]) if "group_size" in kw else x.shape
+    s = scale.reshape(rows // block[0], cols // block[1])
+    z = zero_point.reshape(s.shape)
+    return lambda: quantize_affine(x, block, s, z, torch.int8, -128, 127)
 
 
-def operations(x: torch.Tensor) -> dict[str, tuple[Callable[[], object], int]]:
-    """Every measured operation: a closure over prepared inputs, and the bytes it must move.
+def compiled(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``torch.compile(fn)``, a fresh compilation per wrapper."""
+    return torch.compile(fn, dynamic=False)
 
-    The bytes are the floor: read the input once, write the output once
-    (float32 = 4 bytes, int8 codes = 1 byte); qparams are negligible.
-    """
+
+def operations(
+    x: torch.Tensor,
+    *,
+    compile_: bool = False,
+    baseline: Callable[..., torch.Tensor] | None = None,
+    torchao: bool = False,
+) -> dict[str, Op]:
+    """Every measured operation. The floor is read x once, write the result once
+    (float32 = 4 bytes, int8 codes = 1 byte); qparams are negligible."""
     n = x.numel()
+    floor = CopyFloor(x)
+    ops = {floor.name: Op(floor.copy, 8 * n)}
+    for label, kw in GRANULARITIES.items():
+        s, z = choose_qparams(x, **kw)
+        pytorch = {
+            "per-tensor": "torch.quantize_per_tensor",
+            "per-channel": "torch.quantize_per_channel",
+        }.get(label)
+        modes = {"eager": (quantize, GOAL_EAGER)}
+        if compile_:
+            modes["compiled"] = (compiled(quantize), GOAL_COMPILED)
+        for mode, (fn, goal) in modes.items():
+            ao = f"torchao quantize_affine {label}, {mode}" if torchao else None
+            ops[f"quantize {label}, {mode}"] = Op(
+                lambda fn=fn, s=s, z=z, kw=kw: fn(x, s, z, **kw), 5 * n, pytorch, ao, goal
+            )
+            if baseline is not None:
+                base = baseline if mode == "eager" else compiled(baseline)
+                ops[f"baseline quantize {label}, {mode}"] = Op(
+                    lambda fn=base, s=s, z=z, kw=kw: fn(x, s, z, **kw), 5 * n, pytorch, ao
+                )
+            if torchao:
+                ao_fn = torchao_quantize(x, s, z, kw)
+                ops[ao] = Op(ao_fn if mode == "eager" else _compiled_closure(ao_fn), 5 * n)
     s_t, z_t = choose_qparams(x)
     s_c, z_c = choose_qparams(x, axis=0)
-    s_g64, z_g64 = choose_qparams(x, group_size=64)
+    s_c64, z_c64 = s_c.double(), z_c.long()  # the types torch.quantize_per_channel wants
     s_g128, z_g128 = choose_qparams(x, group_size=128)
     q = quantize(x, s_t, z_t)
-    s_c64, z_c64 = s_c.double(), z_c.long()  # the types torch.quantize_per_channel wants
     qt = torch.quantize_per_tensor(x, float(s_t), int(z_t), torch.qint8)
-    out = torch.empty_like(x).fill_(0.0)  # a buffer whose pages are already mapped
-    return {
-        "quantize per-tensor": (lambda: quantize(x, s_t, z_t), 5 * n),
-        "torch.quantize_per_tensor": (
-            lambda: torch.quantize_per_tensor(x, float(s_t), int(z_t), torch.qint8),
-            5 * n,
+    ops |= {
+        "torch.quantize_per_tensor": Op(
+            lambda: torch.quantize_per_tensor(x, float(s_t), int(z_t), torch.qint8), 5 * n
         ),
-        "quantize per-channel": (lambda: quantize(x, s_c, z_c, axis=0), 5 * n),
-        "torch.quantize_per_channel": (
-            lambda: torch.quantize_per_channel(x, s_c64, z_c64, 0, torch.qint8),
-            5 * n,
+        "torch.quantize_per_channel": Op(
+            lambda: torch.quantize_per_channel(x, s_c64, z_c64, 0, torch.qint8), 5 * n
         ),
-        "quantize per-group g=64": (lambda: quantize(x, s_g64, z_g64, group_size=64), 5 * n),
-        "quantize per-group g=128": (lambda: quantize(x, s_g128, z_g128, group_size=128), 5 * n),
-        "dequantize per-tensor": (lambda: dequantize(q, s_t, z_t), 5 * n),
-        "torch .dequantize()": (lambda: qt.dequantize(), 5 * n),
-        "choose_qparams per-tensor": (lambda: choose_qparams(x), 4 * n),
-        "choose_qparams per-channel": (lambda: choose_qparams(x, axis=0), 4 * n),
-        "choose_qparams per-group g=128": (lambda: choose_qparams(x, group_size=128), 4 * n),
-        "copy of x (bandwidth)": (lambda: out.copy_(x), 8 * n),
+        "quantize per-group g=128, eager": Op(
+            lambda: quantize(x, s_g128, z_g128, group_size=128), 5 * n
+        ),
+        "dequantize per-tensor": Op(lambda: dequantize(q, s_t, z_t), 5 * n, "torch .dequantize()"),
+        "torch .dequantize()": Op(lambda: qt.dequantize(), 5 * n),
+        "choose_qparams per-tensor": Op(lambda: choose_qparams(x), 4 * n),
+        "choose_qparams per-channel": Op(lambda: choose_qparams(x, axis=0), 4 * n),
+        "choose_qparams per-group g=128": Op(lambda: choose_qparams(x, group_size=128), 4 * n),
     }
+    return ops
 
 
-# (ours, PyTorch's, how to compare, goal) for the rows that have a goal or a yardstick.
-COMPARISONS = {
-    "quantize per-tensor": ("torch.quantize_per_tensor", "slowdown", GOAL_PER_TENSOR_SLOWDOWN),
-    "quantize per-channel": ("torch.quantize_per_channel", "speedup", GOAL_PER_CHANNEL_SPEEDUP),
-    "dequantize per-tensor": ("torch .dequantize()", "slowdown", None),
-}
+def _compiled_closure(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """A no-argument closure, compiled (torchao's quantize_affine under torch.compile)."""
+    return torch.compile(fn, dynamic=False)
+
+
 # glibc otherwise raises its mmap threshold after the first big free and keeps
 # freed buffers resident for reuse, so RSS would follow its heuristics rather than
 # the memory the operation holds. With a fixed 64 KiB threshold every big buffer
 # is its own mapping, returned to the OS when freed: RSS is the live memory.
 MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=65536:glibc.malloc.trim_threshold=65536"
 MEMORY_ROWS = [
-    "quantize per-tensor",
-    "quantize per-channel",
-    "quantize per-group g=128",
+    "quantize per-tensor, eager",
+    "quantize per-channel, eager",
+    "quantize per-group g=64, eager",
     "dequantize per-tensor",
     "choose_qparams per-channel",
     "torch.quantize_per_tensor",
@@ -127,45 +181,40 @@ MEMORY_ROWS = [
 ]
 
 
-def time_table(size: int, repeats: int, warmup: int) -> str:
-    x = make_input(size)
-    ops = operations(x)
-    seconds = median_seconds({name: fn for name, (fn, _) in ops.items()}, repeats, warmup)
-    bandwidth = ops["copy of x (bandwidth)"][1] / seconds["copy of x (bandwidth)"]
+def _ratio(ours: float, theirs: float | None) -> str:
+    return "" if theirs is None else f"{ours / theirs:.2f}"
 
+
+def time_table(size: int, rounds: int, compile_: bool, baseline: str | None, clock: str) -> str:
+    x = make_input(size)
+    ao = optional_torchao() is not None
+    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
+    ops = operations(
+        x, compile_=compile_, baseline=load_baseline(baseline) if baseline else None, torchao=ao
+    )
+    ms = interleaved_medians({name: op.fn for name, op in ops.items()}, rounds, clock=clock)
+    floor = CopyFloor(x)
+    copy_ms = ms[floor.name]
     rows = [
-        "| operation | median ms | floor ms | x floor | PyTorch ms | ratio | goal | result |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| operation | median ms | x floor | / PyTorch | / torchao | goal | result |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
-    for name, (_, nbytes) in ops.items():
-        if name in (
-            "torch.quantize_per_tensor",
-            "torch.quantize_per_channel",
-            "torch .dequantize()",
-        ):
-            continue  # shown in the PyTorch column of our row
-        t, floor = seconds[name], nbytes / bandwidth
-        theirs = ratio = goal = result = ""
-        if name in COMPARISONS:
-            other, kind, target = COMPARISONS[name]
-            theirs = f"{seconds[other] * 1e3:.2f}"
-            if kind == "slowdown":
-                value = t / seconds[other]
-                ratio = f"{value:.2f}x the time"
-                if target is not None:
-                    goal, result = f"<= {target:g}x", "PASS" if value <= target else "MISS"
-            else:
-                value = seconds[other] / t
-                ratio = f"{value:.2f}x faster"
-                goal, result = f">= {target:g}x faster", "PASS" if value >= target else "MISS"
+    for name, op in ops.items():
+        t = ms[name]
+        ratio = t / floor.floor_ms(op.nbytes, copy_ms)
+        goal = result = ""
+        if op.goal is not None:
+            goal, result = f"<= {op.goal:g}x floor", "PASS" if ratio <= op.goal else "MISS"
         rows.append(
-            f"| {name} | {t * 1e3:.2f} | {floor * 1e3:.2f} | {t / floor:.1f} | {theirs} | "
-            f"{ratio} | {goal} | {result} |"
+            f"| {name} | {t:.2f} | {ratio:.2f} | {_ratio(t, ms.get(op.pytorch))} | "
+            f"{_ratio(t, ms.get(op.torchao))} | {goal} | {result} |"
         )
     header = (
-        f"Times: {size} x {size} float32 on the CPU, torch {torch.__version__}, "
-        f"threads: {torch.get_num_threads()}, median of {repeats} rounds after {warmup} warm-up; "
-        f"copy bandwidth {bandwidth / 1e9:.1f} GB/s.\n\n"
+        f"Times: {size} x {size} float32 on the CPU ({torch.backends.cpu.get_cpu_capability()}), "
+        f"torch {torch.__version__}, threads: {torch.get_num_threads()}, median of {rounds} "
+        f"interleaved rounds of {clock} time; "
+        f"copy bandwidth {floor.bandwidth(copy_ms) / 1e6:.1f} GB/s"
+        f"{'' if ao else '; torchao not installed, its rows left out'}.\n\n"
     )
     return header + "\n".join(rows)
 
@@ -204,7 +253,7 @@ def memory_child(name: str, size: int) -> None:
     allocation, PyTorch's C++ buffers too (tracemalloc sees Python objects only).
     """
     x = make_input(size)
-    fn, _ = operations(x)[name]
+    fn = operations(x)[name].fn
     fn()
     gc.collect()
     _release_free_memory()
@@ -251,18 +300,23 @@ def memory_table(size: int, threads: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=4096, help="x is size x size (4096)")
-    parser.add_argument("--repeats", type=int, default=15, help="timed runs per operation")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (15)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--clock", choices=CLOCKS, default="wall", help="wall or cpu time (cpu: busy machines)"
+    )
+    parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
+    parser.add_argument(
+        "--baseline", help="another affine.py (e.g. `git show REV:linquant_helpers/affine.py`)"
+    )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(args.memory_child, args.size)
         return
-    print(time_table(args.size, args.repeats, args.warmup))
+    print(time_table(args.size, args.rounds, not args.no_compile, args.baseline, args.clock))
     if not args.no_memory:
         print()
         print(memory_table(args.size, torch.get_num_threads()))

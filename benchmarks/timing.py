@@ -1,0 +1,124 @@
+"""The one timer and the one memory-bandwidth floor of the benchmark scripts.
+
+* :func:`interleaved_medians` times every candidate in interleaved rounds, so
+  that load from other processes slows them alike, and keeps the median.
+* :class:`CopyFloor` is the floor: the time to move ``n`` bytes at the
+  bandwidth of copying a tensor into a buffer allocated (and touched) once in
+  advance. A copy into a fresh allocation would also pay the first-touch page
+  faults of the new buffer, several times the copy itself on 64 MiB.
+* :func:`optional_torchao` imports torchao when it is installed (the
+  ``runtimes`` extra), for comparison rows that are otherwise left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from types import ModuleType
+
+import torch
+
+Row = tuple[str, ...]
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+"""``wall``: elapsed time. ``cpu``: the CPU time of this process (all its threads),
+which leaves out the time other processes hold the cores: steadier on a busy
+machine, and equal to wall time on an idle one when torch runs one thread."""
+
+
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], rounds: int, block_s: float = 0.02, clock: str = "wall"
+) -> dict[str, float]:
+    """Median milliseconds per call of each function, measured in interleaved rounds.
+
+    Each round times a short block of calls of every function in turn, so a burst
+    of load from other processes slows all of them alike instead of one, and the
+    median over rounds drops the disturbed blocks. The number of calls per block
+    is set once per function from a warm-up call (which also compiles, for
+    ``torch.compile``'d functions). ``clock`` is a key of :data:`CLOCKS`.
+    """
+    now = CLOCKS[clock]
+    calls = {}
+    for name, fn in fns.items():
+        fn()  # warm-up: first-call allocations, lazy initialization, compilation
+        start = now()
+        fn()
+        calls[name] = max(1, round(block_s / max(now() - start, 1e-7)))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                start = now()
+                for _ in range(calls[name]):
+                    fn()
+                times[name].append((now() - start) / calls[name] * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+class CopyFloor:
+    """The memory-bandwidth floor, from a copy of ``x`` into a ready buffer.
+
+    Time :attr:`copy` with the other candidates (same rounds), then
+    :meth:`floor_ms` turns a byte count into the time it takes at that copy's
+    bandwidth: ``floor = bytes / (2 * x.nbytes / copy_ms)`` (a copy reads and
+    writes ``x.nbytes`` each).
+    """
+
+    name = "copy x into a ready buffer (bandwidth)"
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+        self.out = torch.empty_like(x).fill_(0)  # allocated and touched once, not per call
+
+    def copy(self) -> torch.Tensor:
+        return self.out.copy_(self.x)
+
+    def bandwidth(self, copy_ms: float) -> float:
+        """Bytes per millisecond of the copy."""
+        return 2 * self.x.nbytes / copy_ms
+
+    def floor_ms(self, nbytes: int, copy_ms: float) -> float:
+        """Milliseconds to move ``nbytes`` at the copy's bandwidth."""
+        return nbytes / self.bandwidth(copy_ms)
+
+
+def optional_torchao() -> ModuleType | None:
+    """``torchao`` if it is installed (``pip install -e ".[runtimes]"``), else None.
+
+    Its import reports optional CUDA extensions it cannot load on a CPU machine;
+    that output is silenced.
+    """
+    for logger in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            import torchao
+            import torchao.quantization  # noqa: F401
+    except ImportError:
+        return None
+    return torchao
+
+
+def format_table(title: str, header: Row, rows: list[Row]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(row: Row) -> str:
+        cells = [
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([title, line(header), *map(line, rows)])
