@@ -234,7 +234,7 @@ class _SampleObserver(MinMaxObserver):
       weight observed per group has many short rows (a 384 x 1536 weight in groups
       of 64: 9216 of 64 values); a shared budget would leave each group a handful
       of values, and a clipping chosen on those can lose to absmax on the rest
-      (notebook 07's model, 4 bits, groups of 64, grid 20: cosine 0.949 with as few
+      (notebook 08's model, 4 bits, groups of 64, grid 20: cosine 0.949 with as few
       as 28 values kept per group, below absmax's 0.954; 0.961 on whole groups). At most
       ``max(MAX_SAMPLES, 4096 C)`` values are kept (64 MiB for 4096 channels).
     * an int: ``max(1, max_samples // C)``, a hard bound shared by the channels.
@@ -400,6 +400,10 @@ def histogram_rows(
     return counts.float(), centers
 
 
+MAX_WIDENINGS = 4
+"""How often :class:`MSEObserver` searches again below its smallest candidate."""
+
+
 class MSEObserver(_SampleObserver):
     """The clipping range that minimizes the mean squared quantization error.
 
@@ -407,7 +411,10 @@ class MSEObserver(_SampleObserver):
     ``[r * min, r * max]``. For each candidate we fake-quantize the data with
     its qparams and measure ``E[(fake_quantize(x) - x)^2]``; the candidate with
     the smallest error wins (per channel with ``axis``). Clipping trades a big
-    error on a few outliers for a finer step on everyone else.
+    error on a few outliers for a finer step on everyone else. When the winner
+    is the smallest candidate, the optimum may lie below the grid: the search
+    runs again on ``grid`` steps up to twice that ratio, up to
+    :data:`MAX_WIDENINGS` times, for the channels concerned.
 
     All candidates are evaluated in one broadcasted call: the ``grid``
     candidates are stacked along a new dimension and passed to
@@ -441,22 +448,34 @@ class MSEObserver(_SampleObserver):
         self.grid, self.bins = grid, bins
 
     def _compute_range(self) -> tuple[torch.Tensor, torch.Tensor]:
-        best = self.ratios(self.min_val.device)[self.candidate_errors().argmin(dim=0)]  # (C,)
+        top = torch.ones_like(self.min_val)  # (C,): each channel's largest candidate ratio
+        best, search = top.clone(), torch.ones_like(top, dtype=torch.bool)
+        for _ in range(1 + (MAX_WIDENINGS if self.grid > 2 else 0)):
+            ratios = self.ratios(self.min_val.device).unsqueeze(1) * top  # (grid, C)
+            pick = self.candidate_errors(ratios).argmin(dim=0)  # (C,)
+            best = torch.where(search, ratios.gather(0, pick.unsqueeze(0)).squeeze(0), best)
+            # The smallest candidate won: the optimum lies in (0, 2 top / grid); look there.
+            search = search & (pick == 0)
+            if not bool(search.any()):
+                break
+            top = torch.where(search, 2 * top / self.grid, top)
         return self._shaped(best * self.min_val), self._shaped(best * self.max_val)
 
     def ratios(self, device: torch.device | None = None) -> torch.Tensor:
         """The candidate ratios ``r``, shape ``(grid,)``."""
         return torch.arange(1, self.grid + 1, device=device) / self.grid
 
-    def candidate_errors(self) -> torch.Tensor:
+    def candidate_errors(self, ratios: torch.Tensor | None = None) -> torch.Tensor:
         """The MSE of every candidate on the data seen, per row: shape ``(grid, C)``.
 
-        The data are the kept sample, or its histogram (bin centers weighted by
-        their counts) when a row holds more than ``bins`` values. Computed a
-        chunk of channels and candidates at a time (see the class docstring).
+        ``ratios`` are the candidates, :meth:`ratios` by default, or one column per
+        row, ``(grid, C)``. The data are the kept sample, or its histogram (bin
+        centers weighted by their counts) when a row holds more than ``bins``
+        values. Computed a chunk of channels and candidates at a time (see the
+        class docstring).
         """
         samples = self.samples
-        r = self.ratios(samples.device).unsqueeze(1)  # (grid, 1) against (C,)
+        r = self.ratios(samples.device).unsqueeze(1) if ratios is None else ratios  # (grid, C)
         scale, zero_point = qparams_from_range(
             r * self.min_val,
             r * self.max_val,
@@ -467,7 +486,7 @@ class MSEObserver(_SampleObserver):
         )
         c, n = samples.shape
         width = self.bins if n > self.bins else n  # points per row: values or bins
-        errors = torch.empty(self.grid, c, device=samples.device)
+        errors = torch.empty(r.shape[0], c, device=samples.device)
         for rows in _chunks(c, CHUNK_ELEMENTS // max(n, width)):
             points = samples[rows]
             weights = torch.ones_like(points)
@@ -477,7 +496,7 @@ class MSEObserver(_SampleObserver):
                 )
             total = weights.sum(dim=1)
             n_rows = points.shape[0]
-            for cands in _chunks(self.grid, CHUNK_ELEMENTS // (n_rows * width)):
+            for cands in _chunks(r.shape[0], CHUNK_ELEMENTS // (n_rows * width)):
                 k = cands.stop - cands.start
                 fq = fake_quantize(
                     points.expand(k, n_rows, width).reshape(k * n_rows, width),

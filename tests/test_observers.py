@@ -278,7 +278,7 @@ def test_mse_per_group_on_a_weight_with_many_groups_is_never_worse_than_absmax()
     g = torch.Generator().manual_seed(0)
     u = torch.rand(384, 1536, generator=g) - 0.5
     w = -0.02 * torch.sign(u) * torch.log1p(-2 * u.abs())  # Laplace
-    w[:, 99] *= 20  # an outlier column, as in the FC2 layers of notebook 07
+    w[:, 99] *= 20  # an outlier column, as in the FC2 layers of notebook 08
     groups = w.reshape(-1, 16)
     obs = MSEObserver(4, symmetric=True, narrow=True, axis=0, grid=20)
     obs.update(groups)
@@ -669,3 +669,33 @@ def test_reset_starts_over(cls):
     reused.update(second)
     for a, b in zip(reused.qparams(), fresh.qparams(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_mse_search_widens_below_its_grid_when_the_optimum_is_at_the_edge() -> None:
+    """Two giant weights among 590 k small ones (as in notebook 08's FC2): clipping them
+    costs less than the step they impose on everyone else, and the best ratio lies below
+    the grid's first candidate, 1/20. The search must go there instead of stopping at 1/20."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(384, 1536, generator=gen) * 0.05
+    w[99, :2] = torch.tensor([20.0, -20.0])
+    obs = MSEObserver(4, grid=20, symmetric=True)
+    obs.update(w)
+    assert int(obs.candidate_errors().argmin()) == 0  # the first grid's optimum is its edge
+    ratio = float(obs.clip_range()[1] / w.max())
+    assert ratio < 1 / 20
+
+    def mse_at(r: float) -> float:
+        scale, zero_point = qparams_from_range(r * w.min(), r * w.max(), 4, symmetric=True)
+        return float(((fake_quantize(w, scale, zero_point, 4) - w) ** 2).mean())
+
+    assert mse_at(ratio) < 0.6 * mse_at(1 / 20)  # about half the error at the first grid's edge
+
+
+def test_mse_search_without_edge_is_unchanged() -> None:
+    x = torch.randn(8, 512, generator=torch.Generator().manual_seed(1))
+    obs = MSEObserver(8, axis=0)
+    obs.update(x)
+    errors = obs.candidate_errors()
+    best = obs.ratios()[errors.argmin(dim=0)]
+    assert (errors.argmin(dim=0) > 0).all()
+    torch.testing.assert_close(obs.clip_range()[1], best * obs.max_val, rtol=0, atol=0)
