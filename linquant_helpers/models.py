@@ -1,4 +1,4 @@
-"""The model and data that lessons 04-07 measure: a small CNN on scikit-learn's digits.
+"""The model and data that lessons 04, 05 and 07 measure: a small CNN on scikit-learn's digits.
 
 * :func:`load_digits_data` - the 1797 bundled 8x8 digit images (no download),
   split once, reproducibly, into a training and a test set.
@@ -319,7 +319,7 @@ def digits_cnn(
     epochs: int = EPOCHS,
     progress: bool = True,
 ) -> tuple[DigitsCNN, DigitsData]:
-    """The trained digits CNN of lessons 04-07 (BatchNorms not folded) and its data.
+    """The trained digits CNN of lessons 04, 05 and 07 (BatchNorms not folded) and its data.
 
     With the defaults (``seed=0``, ``epochs=20``) it loads the shipped weights
     (:func:`shipped_digits_cnn`): the same model on every machine. Any other

@@ -33,5 +33,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def trained_digits():
-    """``(model, data)``: the digits CNN of notebooks 04-07, from the shipped weights."""
+    """``(model, data)``: the digits CNN of notebooks 04, 05 and 07, from the shipped weights."""
     return trained_digits_model(0, progress=False)

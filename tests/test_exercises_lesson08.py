@@ -1,4 +1,4 @@
-"""The checks of notebook 07 reject typical mistakes and name them.
+"""The checks of notebook 08 reject typical mistakes and name them.
 
 The typical wrong answers and right variants of every exercise are in
 ``tests/wrong_answers.py`` and run by ``test_exercise_contract.py``.
@@ -6,9 +6,9 @@ The typical wrong answers and right variants of every exercise are in
 
 from __future__ import annotations
 
-from linquant_helpers.exercises import lesson07 as ex
+from linquant_helpers.exercises import lesson08 as ex
 from linquant_helpers.exercises.feedback import PASS
-from solutions import lesson07 as sol
+from solutions import lesson08 as sol
 
 
 def test_packed_nbytes_by_hand() -> None:

@@ -1154,7 +1154,9 @@ for _fn, _how in [
 ]:
     right(*L6B, _how)(_fn)
 
-L6D = ("lesson06", "check_dequantize_per_channel")
+# ================================================================ lesson 07
+
+L6D = ("lesson07", "check_dequantize_per_channel")
 for _fn, _mistake, _expect in [
     (lambda q, s, z: s[:, None] * q + z[:, None], "keeps the bug", "still the bug"),
     (lambda q, s, z: s[:, None] * q - z[:, None], "subtracts after scaling", "after scaling"),
@@ -1181,7 +1183,7 @@ for _fn, _how in [
 ]:
     right(*L6D, _how)(_fn)
 
-L6S = ("lesson06", "check_straight_through")
+L6S = ("lesson07", "check_straight_through")
 for _fn, _mistake, _expect in [
     (lambda w, fq: fq(w), "rounds without STE (zero gradient)", "you return fq(w) itself"),
     (lambda w, fq: w + (fq(w) - w), "forgets .detach()", "without .detach()"),
@@ -1228,9 +1230,9 @@ for _fn, _how in [
     right(*L6S, _how)(_fn)
 
 
-# ================================================================ lesson 07
+# ================================================================ lesson 08
 
-L7P = ("lesson07", "check_packed_nbytes")
+L7P = ("lesson08", "check_packed_nbytes")
 
 
 def _codes(o, i, b):
@@ -1260,7 +1262,7 @@ for _fn, _how in [
 ]:
     right(*L7P, _how)(_fn)
 
-L7S = ("lesson07", "check_smoothquant_scales")
+L7S = ("lesson08", "check_smoothquant_scales")
 
 
 def _smooth(*, act_power=lambda a: a, w_power=lambda a: 1 - a, dim=0, absolute=True, inv=False):

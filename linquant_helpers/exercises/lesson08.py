@@ -1,4 +1,4 @@
-"""Checks for notebook 07: the size of a packed int4 layer, and SmoothQuant's scales.
+"""Checks for notebook 08: the size of a packed int4 layer, and SmoothQuant's scales.
 
 Both checks use fresh, seeded inputs (shapes and tensors the notebook never
 shows) and compare with the package's reference in

@@ -1,4 +1,4 @@
-"""Reference solutions for notebook 06: integer inference by hand, and the STE of QAT."""
+"""Reference solutions for notebook 06: integer inference by hand."""
 
 import math
 
@@ -16,13 +16,3 @@ def fixed_point_multiplier(m):
 def int32_bias(bias, input_scale, weight_scale):
     # float64, so that b / (s_x * s_w) is rounded from the exact quotient
     return torch.round(bias.double() / (input_scale * weight_scale.double())).to(torch.int32)
-
-
-def dequantize_per_channel(q, scale, zero_point):
-    # one scale and zero point per row: broadcast them as columns, subtract before scaling
-    return scale[:, None] * (q.float() - zero_point[:, None])
-
-
-def straight_through(w, fq):
-    # value: w + fq(w) - w = fq(w); gradient: only the first w is in the graph, so 1
-    return w + (fq(w) - w).detach()

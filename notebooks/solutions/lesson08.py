@@ -1,4 +1,4 @@
-"""Reference solutions for notebook 07: the size of a packed layer, and SmoothQuant's scales."""
+"""Reference solutions for notebook 08: the size of a packed layer, and SmoothQuant's scales."""
 
 import math
 
