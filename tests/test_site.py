@@ -180,7 +180,9 @@ def test_every_page_renders_offline_in_chromium(built):
                 if not any(p in text or p in where for p in MATHJAX_PROBES) and not (
                     "Failed to load resource" in text
                     and failed
-                    and all(u == "about:blank" or any(p in u for p in MATHJAX_PROBES) for u in failed)
+                    and all(
+                        u == "about:blank" or any(p in u for p in MATHJAX_PROBES) for u in failed
+                    )
                 ):
                     problems.append(f"{name}: console error: {text} {where}".rstrip())
             problems += [f"{name}: network request: {u}" for u in remote]
