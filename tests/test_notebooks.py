@@ -92,3 +92,22 @@ def test_papermill_run_with_solutions(path: Path, tmp_path: Path) -> None:
     tags = TAG.findall(_text_outputs(_read(out)))
     assert len(tags) >= 2
     assert set(tags) == {"PASS"}, f"with the reference solutions every check must pass: {tags}"
+
+
+IGNORED = "# NBVAL_IGNORE_OUTPUT"
+
+
+def test_every_ignored_cell_says_why_and_is_listed_in_contributing() -> None:
+    """No blanket ignoring: each cell whose output nbval skips says why on its second
+    line, ``# (reason)``, and CONTRIBUTING.md lists that reason under the notebook."""
+    contributing = (NOTEBOOK_DIR.parent / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    for path in NOTEBOOKS:
+        for cell in _read(path).cells:
+            if cell.cell_type != "code" or not cell.source.startswith(IGNORED):
+                continue
+            lines = cell.source.splitlines()
+            assert len(lines) > 1 and re.fullmatch(r"# \(.+\)", lines[1]), (
+                f"{path.name}: an ignored cell must give its reason on line 2 as '# (...)'"
+            )
+            row = f"| {path.name[:2]} | {lines[1][3:-1]} |"
+            assert row in contributing, f"CONTRIBUTING.md must list: {row}"
