@@ -14,7 +14,9 @@ machines, so the lessons ask the machine instead of assuming:
   of 255 x 127 overflow it. That is why PyTorch's x86 quantization config
   keeps activations to 7 bits (``reduce_range=True``).
 * :func:`zero_point_rounding_order` - whether ``torch.quantize_per_tensor``
-  adds the zero point before rounding (x86, FBGEMM) or after (ARM).
+  adds the zero point before rounding (FBGEMM on x86, and the aarch64 Linux
+  wheel) or after (reported on some ARM builds), and
+  :func:`quantize_as_pytorch_does`, the package's codes in that order.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import platform
 from pathlib import Path
 
 import torch
+
+from .affine import code_dtype, qrange, quantize
 
 INT_MM, FLOAT32 = "int_mm", "float32"
 """The two paths of :func:`~linquant_helpers.integer_ops.int8_matmul`."""
@@ -126,7 +130,7 @@ def zero_point_rounding_order() -> str:
 
     ``"add, then round"``: ``q = round(x / s + z)``, FBGEMM's order on x86 and the
     order of :func:`~linquant_helpers.affine.quantize`. ``"round, then add"``:
-    ``q = round(x / s) + z``, the order of the kernels PyTorch uses on ARM. Found
+    ``q = round(x / s) + z``, reported for PyTorch on some ARM builds. Found
     by quantizing an exact tie, ``x / s = 0.5`` with ``z = 1``: 2 or 1.
     """
     import warnings
@@ -173,3 +177,44 @@ def pairwise_saturating_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
     b_pairs = b.to(torch.int32).reshape(1, k // 2, 2, -1)
     pair_sums = (a_pairs * b_pairs).sum(dim=2).clamp(INT16_MIN, INT16_MAX)  # (M, K/2, N)
     return pair_sums.sum(dim=1, dtype=torch.int32)
+
+
+def quantize_round_then_add(
+    x: torch.Tensor,
+    scale: torch.Tensor | float,
+    zero_point: torch.Tensor | int = 0,
+    bits: int = 8,
+    *,
+    signed: bool = True,
+) -> torch.Tensor:
+    """``q = clamp(round(x * (1 / scale)) + zero_point, qmin, qmax)``: round first, then add.
+
+    The other order from :func:`~linquant_helpers.affine.quantize`: the zero point
+    is added *after* rounding, so at an exact tie with an odd zero point the code
+    differs by one (``x = 0.25, scale = 0.5, zero_point = 1``: 1 here, 2 there).
+    It is the order of ``torch.fake_quantize_per_tensor_affine``, of torchao's
+    ``quantize_affine``, and of ``torch.quantize_per_tensor`` on PyTorch builds
+    whose :func:`zero_point_rounding_order` says so. ``x * (1 / scale)`` is
+    computed in float32. ``scale`` and ``zero_point`` are numbers or tensors that
+    broadcast against ``x``. Returns codes in :func:`~linquant_helpers.affine.code_dtype`.
+    """
+    qmin, qmax = qrange(bits, signed=signed)
+    inv_scale = 1 / torch.as_tensor(scale, dtype=torch.float32, device=x.device)
+    codes = torch.round(x.float() * inv_scale) + torch.as_tensor(zero_point, device=x.device)
+    return codes.clamp(qmin, qmax).to(code_dtype(bits, signed))
+
+
+def quantize_as_pytorch_does(
+    x: torch.Tensor, scale: float, zero_point: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """The codes of ``torch.quantize_per_tensor(x, scale, zero_point, dtype).int_repr()``,
+    computed by the package in the order this PyTorch uses (:func:`zero_point_rounding_order`).
+
+    ``dtype`` is ``torch.quint8`` or ``torch.qint8``. Raises ``ValueError`` for another dtype.
+    """
+    if dtype not in (torch.quint8, torch.qint8):
+        raise ValueError(f"dtype must be torch.quint8 or torch.qint8, got {dtype}")
+    signed = dtype == torch.qint8
+    if zero_point_rounding_order() == "add, then round":
+        return quantize(x, scale, zero_point, 8, signed=signed)
+    return quantize_round_then_add(x, scale, zero_point, 8, signed=signed)

@@ -61,3 +61,21 @@ def test_signed_codes() -> None:
     assert ex.signed_codes(torch.qint8) and not ex.signed_codes(torch.quint8)
     with pytest.raises(ValueError, match="torch.quint8 or torch.qint8"):
         ex.signed_codes(torch.int8)
+
+
+def test_quantize_like_torch_follows_a_pytorch_that_rounds_first(monkeypatch) -> None:
+    """On a build whose quantize_per_tensor rounds before adding the zero point (reported
+    on some ARM builds), the right answer is the other order, and the check says so."""
+    from linquant_helpers import hardware
+    from solutions import lesson03 as sol
+
+    monkeypatch.setattr(hardware, "zero_point_rounding_order", lambda: "round, then add")
+    monkeypatch.setattr(sol, "zero_point_rounding_order", lambda: "round, then add")
+    assert ex.check_quantize_like_torch(sol.quantize_like_torch).status == "PASS"
+
+    def add_first(x, scale, zero_point, dtype):
+        qmin, qmax = (-128, 127) if dtype == torch.qint8 else (0, 255)
+        return torch.round(x / scale + zero_point).clamp(qmin, qmax).to(torch.int32)
+
+    result = ex.check_quantize_like_torch(add_first)
+    assert result.status == "FAIL" and "rounds x / scale first" in result.message

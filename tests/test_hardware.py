@@ -75,3 +75,30 @@ def test_pairwise_saturating_matmul_saturates_full_range_pairs_by_hand() -> None
     assert hardware.pairwise_saturating_matmul(a, b).tolist() == [[32767 + 5]]
     with pytest.raises(TypeError, match="uint8"):
         hardware.pairwise_saturating_matmul(a.to(torch.int8), b)
+
+
+def test_round_then_add_differs_from_add_then_round_only_at_odd_ties() -> None:
+    from linquant_helpers import quantize
+
+    ties = torch.arange(-8, 8) * 0.25 + 0.125  # x / 0.25 = k + 0.5 exactly
+    for z in (0, 1, 2, -3):
+        first = hardware.quantize_round_then_add(ties, 0.25, z, 8)
+        after = quantize(ties, 0.25, z, 8)
+        odd = torch.full_like(ties, z % 2, dtype=torch.bool)
+        assert torch.equal(first.int() != after.int(), odd)
+    x = torch.randn(10_000, generator=torch.Generator().manual_seed(0))
+    fq = torch.fake_quantize_per_tensor_affine(x, 0.02, 3, -128, 127)  # rounds first, too
+    codes = hardware.quantize_round_then_add(x, 0.02, 3, 8).float()
+    torch.testing.assert_close((codes - 3) * 0.02, fq, rtol=0, atol=1e-7)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("dtype", [torch.quint8, torch.qint8])
+def test_quantize_as_pytorch_does_matches_this_pytorch(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.cat([torch.randn(20_000, generator=gen) * 3, torch.arange(-40, 40) * 0.25])
+    for zero_point in (-3, 0, 1) if dtype == torch.qint8 else (0, 1, 128):
+        expected = torch.quantize_per_tensor(x, 0.5, zero_point, dtype).int_repr()
+        assert torch.equal(hardware.quantize_as_pytorch_does(x, 0.5, zero_point, dtype), expected)
+    with pytest.raises(ValueError, match="dtype"):
+        hardware.quantize_as_pytorch_does(x, 0.5, 0, torch.qint32)

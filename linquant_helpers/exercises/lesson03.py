@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 
 from ..affine import choose_qparams, dequantize, qrange, quantize
+from ..hardware import quantize_as_pytorch_does
 from .feedback import (
     SEED,
     CheckResult,
@@ -82,7 +83,8 @@ def check_quantize_like_torch(
 
     The codes must equal ``torch.quantize_per_tensor(x, scale, zero_point, dtype).int_repr()``
     for ``dtype`` ``torch.quint8`` or ``torch.qint8``, as computed by
-    :func:`~linquant_helpers.affine.quantize`: zero point added before rounding.
+    :func:`~linquant_helpers.hardware.quantize_as_pytorch_does`: on x86 the zero
+    point is added before rounding, on builds that round first after it.
     """
 
     def test() -> str | None:
@@ -93,7 +95,7 @@ def check_quantize_like_torch(
             got = call(quantize_like_torch, x.clone(), scale, zero_point, dtype)
             if problem := tensor_problem(got, x, "quantize_like_torch"):
                 return problem
-            expected = quantize(x, scale, zero_point, 8, signed=signed)
+            expected = quantize_as_pytorch_does(x, scale, zero_point, dtype)
             i = first_difference(got, expected)
             if i is None:
                 if got.is_floating_point():
@@ -116,6 +118,13 @@ def check_quantize_like_torch(
                     f"{at} torch.quantize_per_tensor gives {exp_i:g} but you give {got_i:g}: add "
                     "the zero point before rounding, round(x / scale + zero_point). Rounding "
                     "first, then adding it, is what fake_quantize_per_tensor_affine does."
+                )
+            add_first = quantize(x, scale, zero_point, 8, signed=signed)
+            if first_difference(got, add_first) is None:  # only where PyTorch rounds first
+                return (
+                    f"{at} this PyTorch's quantize_per_tensor gives {exp_i:g} but you give "
+                    f"{got_i:g}: on this machine it rounds x / scale first, then adds the zero "
+                    "point (hardware.zero_point_rounding_order() says so); match that order"
                 )
             v = x.double() / scale + zero_point
             other = (0, 255) if signed else (-128, 127)

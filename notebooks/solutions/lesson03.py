@@ -2,11 +2,16 @@
 
 import torch
 
+from linquant_helpers.hardware import zero_point_rounding_order
+
 
 def quantize_like_torch(x, scale, zero_point, dtype):
     qmin, qmax = (-128, 127) if dtype == torch.qint8 else (0, 255)
-    # torch.quantize_per_tensor adds the zero point *before* rounding.
-    return torch.round(x / scale + zero_point).clamp(qmin, qmax).to(torch.int32)
+    if zero_point_rounding_order() == "add, then round":
+        q = torch.round(x / scale + zero_point)  # x86 (FBGEMM): the zero point before rounding
+    else:
+        q = torch.round(x / scale) + zero_point  # builds that round first
+    return q.clamp(qmin, qmax).to(torch.int32)
 
 
 def fake_quantize_like_torch(x, scale, zero_point, quant_min, quant_max):
