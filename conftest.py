@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from linquant_helpers.extras import missing_requirements
+from linquant_helpers.lessons import missing_requirements
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

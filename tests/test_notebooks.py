@@ -6,7 +6,7 @@ These tests add what nbval does not check: the lesson structure a learner
 relies on, small figures, that the stored (hence every fresh) learner run
 reports unanswered exercises as [TODO] and never [FAIL], and one papermill run
 with the reference solutions filled in, where every exercise check must pass.
-A notebook whose optional extra is missing is skipped (linquant_helpers.extras).
+A notebook whose optional extra is missing is skipped (linquant_helpers.lessons).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from linquant_helpers.extras import missing_requirements
+from linquant_helpers.lessons import estimated_minutes, missing_requirements, stated_minutes
 from linquant_helpers.run_notebooks import NOTEBOOK_DIR, execute, find_notebooks
 
 NOTEBOOKS = find_notebooks(NOTEBOOK_DIR, [])
@@ -111,3 +111,14 @@ def test_every_ignored_cell_says_why_and_is_listed_in_contributing() -> None:
             )
             row = f"| {path.name[:2]} | {lines[1][3:-1]} |"
             assert row in contributing, f"CONTRIBUTING.md must list: {row}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stated_time_is_the_measured_estimate(path: Path) -> None:
+    """Words read at 150 per minute plus 12 minutes per exercise (linquant_helpers.lessons):
+    after editing a notebook, store the new figure in its first cell and in the README."""
+    assert stated_minutes(path) == estimated_minutes(path), (
+        f"{path.name}: state 'Estimated time**: {estimated_minutes(path)} minutes'"
+    )
+    readme = (NOTEBOOK_DIR.parent / "README.md").read_text(encoding="utf-8")
+    assert f"]({NOTEBOOK_DIR.name}/{path.name}) | {estimated_minutes(path)} min |" in readme
