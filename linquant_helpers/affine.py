@@ -12,6 +12,7 @@ through the same ``axis`` / ``group_size`` keywords.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterable
 
@@ -373,26 +374,47 @@ def _checked_qparams(
 
 
 def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """``a * b + c`` in float32, rounded once (a fused multiply-add), with broadcasting.
+    """``a * b + c`` for float32 tensors, rounded once to float32, with broadcasting.
 
-    Eagerly, ATen's CPU ``addcmul`` kernel computes ``c + a * b`` with an FMA
-    instruction (on CPUs with FMA: AVX2, AVX-512). Inductor lowers ``addcmul``
-    on the CPU to a multiply and an add (two roundings), so under
-    ``torch.compile`` the FMA is asked for explicitly.
+    Eagerly it is computed in float64, where the product of two float32 numbers
+    is exact, and then rounded to float32: the same result as a fused
+    multiply-add on any CPU, with or without FMA instructions (it could differ
+    only if the float64 sum fell exactly halfway between two float32 numbers
+    while the exact sum did not, about once in 2^29 random values). Under
+    ``torch.compile`` the FMA is asked for explicitly, since Inductor lowers
+    ``addcmul`` on the CPU to a multiply and an add (two roundings).
     """
     if torch.compiler.is_compiling():
         shape = torch.broadcast_shapes(a.shape, b.shape, c.shape)
         return torch.ops.prims.fma(a.expand(shape), b.expand(shape), c.expand(shape))
-    return torch.addcmul(c, a, b)
+    return (a.double() * b.double() + c.double()).float()
+
+
+@functools.cache
+def _addcmul_is_fused() -> bool:
+    """Whether this CPU's ATen kernels for ``add(z, x, alpha=s)`` and ``addcmul_`` round once.
+
+    They do wherever they use FMA instructions (x86 with AVX2 or AVX-512, ARM);
+    ATen's generic code for older x86 CPUs multiplies and adds separately. Probed
+    on ``(1 + 2^-12)^2 - (1 + 2^-11) = 2^-24``, which two roundings turn into 0.
+    """
+    a = torch.full((67,), 1 + 2**-12)  # a vectorized body and a scalar tail
+    c = torch.full((67,), -(1 + 2**-11))
+    exact = torch.full((67,), 2.0**-24)
+    fused_add = torch.add(c, a, alpha=1 + 2**-12)
+    fused_addcmul = c.clone().addcmul_(a, torch.full((67,), 1 + 2**-12))
+    return bool(torch.equal(fused_add, exact) and torch.equal(fused_addcmul, exact))
 
 
 def _fast_path_applies(x: torch.Tensor) -> bool:
-    """Whether :func:`quantize` takes :func:`_quantize_fast`: eager, CPU, big enough to pay."""
+    """Whether :func:`quantize` takes :func:`_quantize_fast`: eager, CPU, big enough to pay,
+    and a CPU whose multiply-add kernels round once, as :func:`_fma` does."""
     return (
         not torch.compiler.is_compiling()
         and x.device.type == "cpu"
         and x.numel() >= _FAST_MIN_ELEMENTS
         and not x.requires_grad
+        and _addcmul_is_fused()
     )
 
 

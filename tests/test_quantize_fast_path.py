@@ -143,3 +143,19 @@ def test_compiled_quantize_gives_the_same_codes_and_rejects_nan():
         compiled(bad, scale, zero_point)
     with pytest.raises(RuntimeError, match="scale must be positive"):
         compiled(x, -scale, zero_point)
+
+
+def test_the_formula_rounds_once_on_every_cpu() -> None:
+    """quantize's formula path computes the multiply-add in float64 and rounds once, the same
+    value as a fused multiply-add; where this CPU's kernels fuse, they agree everywhere."""
+    from linquant_helpers.affine import _addcmul_is_fused, _fma
+
+    a = torch.full((3,), 1 + 2**-12)
+    c = torch.full((3,), -(1 + 2**-11))
+    assert torch.equal(_fma(a, a, c), torch.full((3,), 2.0**-24))  # two roundings give 0
+    if not _addcmul_is_fused():
+        pytest.skip("this CPU's addcmul rounds twice; quantize avoids it (fast path off)")
+    gen = torch.Generator().manual_seed(0)
+    x, inv = torch.randn(100_000, generator=gen), torch.tensor(1 / 0.0137)
+    z = torch.tensor(77.0)
+    assert torch.equal(_fma(x, inv, z), torch.addcmul(z, x, inv))
