@@ -9,9 +9,12 @@ What experiments showed (and these tests pin down):
   ``round_half_even(fma(x, 1/scale, zero_point))`` in float32: the reciprocal is
   taken in float32 and the zero point is added *before* rounding, with a single
   rounding of the multiply-add. ``quantize`` does the same and is bit-identical.
-* ``torch.quantize_per_channel`` rounds twice: ``round(fl(fl(x * inv) + z))``. Equal
-  to ``quantize`` when the zero point is 0; otherwise they differ by one code at
-  near-ties only.
+* ``torch.quantize_per_channel`` differs by CPU: on x86 it rounds twice,
+  ``round(fl(fl(x * inv) + z))``; on aarch64 (emulated, ``.ci/arm64_check.sh``)
+  quint8 rounds first, ``round(fl(x * inv)) + z``, and qint8 is ``quantize``'s
+  fused multiply-add. Equal to ``quantize`` when the zero point is 0; otherwise
+  they differ by one code at near-ties only. ``quantize_per_tensor`` is the
+  same fused multiply-add on both.
 * ``torch.fake_quantize_per_tensor_affine`` rounds *before* adding the zero point,
   so at exact ties it disagrees with ``torch.quantize_per_tensor``.
 """
@@ -146,10 +149,16 @@ def test_quantize_per_channel_differs_from_torch_only_at_near_ties(seed, signed,
     ours = quantize(x, scale, zp, signed=signed, axis=0)
     theirs = torch.quantize_per_channel(x, scale.double(), zp.long(), 0, _qdtype(signed)).int_repr()
 
-    # PyTorch's formula, computed independently: two float32 roundings, then round.
+    # PyTorch's formula, computed independently. It depends on the CPU (measured with
+    # torch 2.13): on x86 two float32 roundings, then round; on aarch64, quint8 rounds
+    # x / s first and then adds z, and qint8 is one fused multiply-add, like ``quantize``.
     inv = (1.0 / scale).reshape(-1, 1)
-    two_roundings = ((x * inv) + zp.reshape(-1, 1).float()).round().clamp(qmin, qmax)
-    assert torch.equal(theirs, two_roundings.to(theirs.dtype))
+    z = zp.reshape(-1, 1).float()
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        formula = ((x * inv).round() + z) if not signed else ours.float()
+    else:
+        formula = (x * inv) + z  # the product and the sum rounded separately
+    assert torch.equal(theirs, formula.round().clamp(qmin, qmax).to(theirs.dtype))
 
     mismatch = ours != theirs
     assert int(mismatch.sum()) < 1e-3 * x.numel()
