@@ -11,7 +11,9 @@ Four tables:
    ``dequantized_weight()``), and torchao's weight-only equivalents when torchao
    is installed (``pip install -e ".[runtimes]"``);
 3. latency of that layer at batch 64: fp32 ``nn.Linear``, the bare int8 matmul
-   (``torch._int_mm``), PyTorch's dynamic int8 ``Linear`` (a comparison only:
+   on both of ``int8_matmul``'s paths (``torch._int_mm``, and the exact float32
+   matmul on the codes; the table says which one this CPU takes, and whether
+   ``torch._int_mm`` is exact here), PyTorch's dynamic int8 ``Linear`` (a comparison only:
    ``torch.ao.quantization`` is deprecated and never used by the package), and
    the package's three layers, with the W8A8 forward split into its steps;
 4. the quantize step on a 4096 x 4096 tensor: the package's eager ``quantize``,
@@ -50,7 +52,7 @@ from timing import (  # noqa: E402
     optional_torchao,
 )
 
-from linquant_helpers import choose_qparams, dequantize, quantize  # noqa: E402
+from linquant_helpers import choose_qparams, dequantize, hardware, quantize  # noqa: E402
 from linquant_helpers.integer_ops import int8_matmul, requantize  # noqa: E402
 from linquant_helpers.layers import (  # noqa: E402
     Int4WeightLinear,
@@ -158,14 +160,19 @@ def dynamic_int8(linear: nn.Linear) -> nn.Module | None:
             return None
 
 
-def latency_rows(layers: dict[str, object], rounds: int, clock: str = "wall") -> list[Row]:
+INT_MM_ROW = "int8 matmul: torch._int_mm"
+FLOAT32_ROW = "int8 matmul: exact float32 path"
+
+
+def latency_ms(layers: dict[str, object], rounds: int, clock: str = "wall") -> dict[str, float]:
     linear, x, w8a8, int4 = layers["linear"], layers["x"], layers["w8a8"], layers["int4"]
     q_x = quantize(x, w8a8.input_scale, w8a8.input_zero_point)
     q_w_t = w8a8.weight_q.t()
     acc = int8_matmul(q_x, q_w_t) + w8a8.offset
     q_y = w8a8.forward_int(q_x)
     fns = {"fp32 nn.Linear": lambda: linear(x)}
-    fns["int8 matmul alone (torch._int_mm)"] = lambda: int8_matmul(q_x, q_w_t)
+    for path, label in ((hardware.INT_MM, INT_MM_ROW), (hardware.FLOAT32, FLOAT32_ROW)):
+        fns[label] = lambda path=path: int8_matmul(q_x, q_w_t, path=path)
     dynamic = dynamic_int8(linear)
     if dynamic is not None:
         fns["PyTorch dynamic int8 Linear"] = lambda: dynamic(x)
@@ -180,9 +187,17 @@ def latency_rows(layers: dict[str, object], rounds: int, clock: str = "wall") ->
         "Int4WeightLinear": lambda: int4(x),
         "  unpack the int4 weight alone": lambda: int4.weight_codes(),
     }
-    ms = interleaved_medians(fns, rounds, clock=clock)
+    return interleaved_medians(fns, rounds, clock=clock)
+
+
+def latency_rows(ms: dict[str, float]) -> list[Row]:
     fp32 = ms["fp32 nn.Linear"]
-    return [(name, f"{t:.3f}", f"{fp32 / t:.2f}x") for name, t in ms.items()]
+    path = hardware.int8_matmul_path()
+    taken = {hardware.INT_MM: INT_MM_ROW, hardware.FLOAT32: FLOAT32_ROW}[path]
+    return [
+        (name + (" <- W8A8's path here" if name == taken else ""), f"{t:.3f}", f"{fp32 / t:.2f}x")
+        for name, t in ms.items()
+    ]
 
 
 def quantize_one_expression(x: torch.Tensor, inv_scale: float, zero_point: int) -> torch.Tensor:
@@ -254,7 +269,9 @@ def quantize_step_rows(n: int, rounds: int, compile_: bool, clock: str = "wall")
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Print the four tables; return the batch-64 latencies (ms by row name), so that a
+    notebook can write what they mean on the machine that measured them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer timing rounds")
     parser.add_argument("--features", type=int, default=1024)
@@ -272,8 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     rounds = 7 if args.quick else 25
 
-    capability = torch.backends.cpu.get_cpu_capability()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {capability}\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{hardware.describe_cpu()}; torch._int_mm exact here: {hardware.int_mm_is_exact()}\n")
     f, n = args.features, args.quantize_size
     layers = make_layers(f, args.batch, args.group_size)
     title = f"Bytes held by a {f} x {f} linear layer (weights, scales, bias)"
@@ -284,10 +301,12 @@ def main(argv: list[str] | None = None) -> None:
     header = ("layer", "ms", "x fp32", "/ torchao")
     print(format_table(title, header, overhead_rows(layers, args.group_size, rounds, args.clock)))
     title = f"\nLatency of a {f} x {f} linear layer at batch {args.batch} (median ms)"
-    print(format_table(title, ("layer", "ms", "speedup"), latency_rows(layers, rounds, args.clock)))
+    ms = latency_ms(layers, rounds, args.clock)
+    print(format_table(title, ("layer", "ms", "speedup"), latency_rows(ms)))
     rows = quantize_step_rows(n, rounds, not args.no_compile, args.clock)
     title = f"\nQuantize a {n} x {n} float32 tensor to int8 (median ms)"
     print(format_table(title, ("method", "ms", "x floor", "codes vs package"), rows))
+    return ms
 
 
 if __name__ == "__main__":
