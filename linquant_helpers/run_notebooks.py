@@ -110,11 +110,32 @@ def _kernelspec(kernel_name: str) -> dict[str, str] | None:
     return {"display_name": spec.display_name, "language": spec.language, "name": kernel_name}
 
 
+def _coalesced(outputs: list[Any]) -> list[Any]:
+    """``outputs`` with each run of stream outputs of one name (stdout, stderr) joined into one.
+
+    How a cell's prints are cut into messages depends on when the kernel flushes,
+    which varies from run to run; the text does not.
+    """
+    joined: list[Any] = []
+    for out in outputs:
+        previous = joined[-1] if joined else None
+        if (
+            previous is not None
+            and out.get("output_type") == previous.get("output_type") == "stream"
+            and out.get("name") == previous.get("name")
+        ):
+            previous["text"] = previous["text"] + out["text"]
+        else:
+            joined.append(out)
+    return joined
+
+
 def normalize(nb: Any, *, kernel_name: str = KERNEL_NAME) -> str:
     """The executed notebook ``nb`` as the text to store, free of run-to-run noise.
 
     Drops the per-cell ``execution`` timestamps and all ``papermill`` metadata
-    (durations, start and end times, exception flags), stores ``kernelspec`` as
+    (durations, start and end times, exception flags), joins consecutive stream
+    outputs (:func:`_coalesced`), stores ``kernelspec`` as
     JupyterLab does, and renames widget model ids (random UUIDs) to ids derived
     from their order of appearance. Serialized by ``nbformat.writes``, which
     JupyterLab's server also uses.
@@ -125,6 +146,8 @@ def normalize(nb: Any, *, kernel_name: str = KERNEL_NAME) -> str:
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         cell.metadata.pop("papermill", None)
+        if "outputs" in cell:
+            cell.outputs = _coalesced(cell.outputs)
     spec = _kernelspec(kernel_name)
     if spec is not None:
         nb.metadata["kernelspec"] = spec

@@ -179,3 +179,18 @@ def test_write_atomic_replaces_in_one_step_and_leaves_nothing_behind(tmp_path: P
     assert target.read_text() == "new\n"
     assert os.stat(target).st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["01_x.ipynb"]
+
+
+def test_normalize_joins_stream_outputs_cut_differently_by_the_kernel() -> None:
+    import nbformat
+
+    from linquant_helpers.run_notebooks import normalize
+
+    def cell(*texts: str):
+        code = nbformat.v4.new_code_cell("print('a'); print('b')", id="c1")
+        code.outputs = [nbformat.v4.new_output("stream", name="stdout", text=t) for t in texts]
+        return code
+
+    one = nbformat.v4.new_notebook(cells=[cell("a\nb\n")])
+    two = nbformat.v4.new_notebook(cells=[cell("a\n", "b\n")])
+    assert normalize(one) == normalize(two)
