@@ -28,6 +28,7 @@ deterministically.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -151,12 +152,47 @@ def normalize(nb: Any, *, kernel_name: str = KERNEL_NAME) -> str:
     spec = _kernelspec(kernel_name)
     if spec is not None:
         nb.metadata["kernelspec"] = spec
+    widgets = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {})
+    order = _widget_order(nb.cells, widgets.get("state", {}))
+    rename = {old: uuid.uuid5(_WIDGET_NAMESPACE, str(n)).hex for n, old in enumerate(order)}
+    if order:
+        widgets["state"] = {old: widgets["state"][old] for old in order}
     text = nbformat.writes(nb)
-    widgets = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
-    ids = [i for i in dict.fromkeys(re.findall(r"[0-9a-f]{32}", text)) if i in widgets]
-    for n, model_id in enumerate(ids):
-        text = text.replace(model_id, uuid.uuid5(_WIDGET_NAMESPACE, str(n)).hex)
+    for old, new in rename.items():
+        text = text.replace(old, new)
     return text if text.endswith("\n") else text + "\n"
+
+
+_MODEL_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _widget_order(cells: list[Any], state: dict[str, Any]) -> list[str]:
+    """The widget models of ``state`` in an order that does not depend on the run.
+
+    The kernel creates models in an order of its own, with random ids. Here a
+    model's place comes from the outputs that show it (in cell order), then from
+    the models that refer to it (depth first); models nothing reaches come last,
+    sorted by their content without ids.
+    """
+    order: list[str] = []
+
+    def visit(model_id: str) -> None:
+        if model_id in state and model_id not in order:
+            order.append(model_id)
+            for child in _MODEL_ID.findall(json.dumps(state[model_id], sort_keys=True)):
+                visit(child)
+
+    for cell in cells:
+        for out in cell.get("outputs", []):
+            for model_id in _MODEL_ID.findall(json.dumps(out, sort_keys=True)):
+                visit(model_id)
+
+    def content(model_id: str) -> str:
+        return _MODEL_ID.sub("", json.dumps(state[model_id], sort_keys=True))
+
+    for model_id in sorted((m for m in state if m not in order), key=content):
+        visit(model_id)
+    return order
 
 
 def execute(path: Path, output: Path, *, solutions: bool, inplace: bool, timeout: int) -> Outcome:

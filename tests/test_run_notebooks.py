@@ -194,3 +194,33 @@ def test_normalize_joins_stream_outputs_cut_differently_by_the_kernel() -> None:
     one = nbformat.v4.new_notebook(cells=[cell("a\nb\n")])
     two = nbformat.v4.new_notebook(cells=[cell("a\n", "b\n")])
     assert normalize(one) == normalize(two)
+
+
+def test_normalize_orders_and_names_widgets_the_same_whatever_the_run() -> None:
+    """Two runs: the same widgets, created in another order, with other random ids."""
+    import nbformat
+
+    from linquant_helpers.run_notebooks import WIDGET_STATE, normalize
+
+    def run(ids: list[str], reverse: bool):
+        slider, style, layout = ids
+        models = {
+            slider: {
+                "model_name": "IntSliderModel",
+                "state": {"layout": f"IPY_MODEL_{layout}", "style": f"IPY_MODEL_{style}"},
+            },
+            style: {"model_name": "SliderStyleModel", "state": {}},
+            layout: {"model_name": "LayoutModel", "state": {}},
+        }
+        if reverse:
+            models = dict(reversed(models.items()))
+        code = nbformat.v4.new_code_cell("slider", id="c1")
+        view = {"application/vnd.jupyter.widget-view+json": {"model_id": slider}}
+        code.outputs = [nbformat.v4.new_output("display_data", data=view)]
+        nb = nbformat.v4.new_notebook(cells=[code])
+        nb.metadata["widgets"] = {WIDGET_STATE: {"state": models, "version_major": 2}}
+        return normalize(nb)
+
+    first = run(["a" * 32, "b" * 32, "c" * 32], reverse=False)
+    second = run(["d" * 32, "e" * 32, "f" * 32], reverse=True)
+    assert first == second
