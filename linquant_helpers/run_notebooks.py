@@ -155,8 +155,8 @@ def normalize(nb: Any, *, kernel_name: str = KERNEL_NAME) -> str:
     widgets = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {})
     order = _widget_order(nb.cells, widgets.get("state", {}))
     rename = {old: uuid.uuid5(_WIDGET_NAMESPACE, str(n)).hex for n, old in enumerate(order)}
-    if order:
-        widgets["state"] = {old: widgets["state"][old] for old in order}
+    if order:  # new keys now: nbformat writes the state sorted by key
+        widgets["state"] = {rename[old]: widgets["state"][old] for old in order}
     text = nbformat.writes(nb)
     for old, new in rename.items():
         text = text.replace(old, new)
