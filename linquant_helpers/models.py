@@ -210,7 +210,13 @@ def train(
     losses = []
     # mininterval=inf: the bar is drawn only when it starts and when it ends,
     # so its printed text does not depend on how fast this machine is.
-    bar = tqdm(range(epochs), desc="training", disable=not progress, mininterval=float("inf"))
+    bar = tqdm(
+        range(epochs),
+        desc="training",
+        disable=not progress,
+        mininterval=float("inf"),
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}",  # no times or rates
+    )
     model.train()
     for epoch in bar:
         total = 0.0
