@@ -218,11 +218,11 @@ def quantize(
     fused multiply-add (one rounding, not two); the result is bit-identical to
     that kernel for 8-bit codes (``torch.qint8``/``torch.quint8``, FBGEMM on x86).
     The claim stops there: at 16 bits the comparable kernel is ``torch.qint32``'s,
-    whose reference code rounds ``x / scale`` *before* adding the zero point, so
-    where a build uses it an exact tie with an odd zero point differs by one code
-    (``x = 0.25, scale = 0.5, zero_point = 1``: 2 here, ``round(0.5) + 1 = 1``
-    there); :func:`~linquant_helpers.hardware.zero_point_rounding_order` probes
-    the 8-bit order of the running build.
+    which on x86 rounds ``x * (1 / scale)`` to float32 before adding the zero
+    point (two roundings; measured with torch 2.13), so it can differ by one
+    code at near-ties; on aarch64 it is this function's single rounding.
+    :func:`~linquant_helpers.hardware.zero_point_rounding_order` probes the
+    8-bit order of the running build.
 
     ``x`` is any floating-point tensor (bf16/fp16 are computed in float32);
     the codes come back on its device, in :func:`code_dtype` (int8 or uint8 up

@@ -345,3 +345,25 @@ def test_quantize_per_tensor_claim_holds_at_8_bits_and_the_16_bit_order_differs(
     assert torch.equal(torch16.double(), add_then_round) or torch.equal(
         torch16.double(), round_then_add
     )
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_qint32_rounds_twice_on_x86_and_once_on_arm() -> None:
+    """Why the bit-identity claim stops at 8 bits: near ties, torch.qint32 on x86 rounds
+    x * (1/s) to float32 and then adds z (two roundings); on aarch64 it is quantize's FMA."""
+    import platform
+
+    gen = torch.Generator().manual_seed(0)
+    scale, zero_point = 0.1, 3
+    k = torch.randint(-2000, 2000, (200_000,), generator=gen).double()
+    noise = torch.randn(200_000, generator=gen, dtype=torch.float64) * 1e-7
+    x = ((k + 0.5) * scale + noise).float()  # near ties
+    theirs = torch.quantize_per_tensor(x, scale, zero_point, torch.qint32).int_repr()
+    ours = quantize(x, scale, zero_point, 16).int()
+    inv = 1 / torch.tensor(scale, dtype=torch.float32)
+    two_roundings = ((x * inv) + zero_point).round().int()  # product and sum rounded apart
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        assert torch.equal(theirs, ours)
+    else:
+        assert torch.equal(theirs, two_roundings)
+        assert bool((theirs != ours).any())  # so no bit-identity claim at 16 bits
