@@ -18,7 +18,6 @@ includes what the observer keeps (its sample). The goal of issue 11 is at most
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import os
@@ -30,6 +29,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import release_free_memory, status_kib  # noqa: E402
 
 from linquant_helpers import observers as obs_module  # noqa: E402
 
@@ -49,19 +51,6 @@ ROWS: dict[str, tuple[str, dict]] = {
 }
 
 
-def _status_kib(field: str) -> int:
-    """A ``kB`` field of /proc/self/status (VmRSS: resident now, VmHWM: peak resident)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not found in /proc/self/status")
-
-
-def _release_free_memory() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the measurement is a lower bound
-        pass
 
 
 def make_observer(row: str):
@@ -82,9 +71,9 @@ def child(row: str, size: int) -> None:
     except Exception:  # noqa: BLE001 - the measured call shows the error
         pass
     gc.collect()
-    _release_free_memory()
+    release_free_memory()
     Path("/proc/self/clear_refs").write_text("5")
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     start = time.perf_counter()
     error = None
     try:
@@ -94,7 +83,7 @@ def child(row: str, size: int) -> None:
     except Exception as err:  # noqa: BLE001 - reported in the table
         error = f"{type(err).__name__}: {str(err).splitlines()[0][:90]}"
     seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     result = {"extra_bytes": (peak - before) * 1024, "input_bytes": w.numel() * 4}
     print(json.dumps({**result, "seconds": seconds, "error": error}))
 

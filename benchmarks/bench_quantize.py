@@ -21,7 +21,6 @@ PyTorch's quantized kernels are deprecated; they serve here only as a yardstick.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import importlib.util
 import json
@@ -39,7 +38,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import CLOCKS, CopyFloor, interleaved_medians, optional_torchao  # noqa: E402
+from timing import (  # noqa: E402
+    CLOCKS,
+    CopyFloor,
+    interleaved_medians,
+    optional_torchao,
+    release_free_memory,
+    status_kib,
+)
 
 from linquant_helpers import choose_qparams, dequantize, quantize  # noqa: E402
 
@@ -222,24 +228,6 @@ def time_table(size: int, rounds: int, compile_: bool, baseline: str | None, clo
 # --- peak memory, one fresh subprocess per operation ---------------------------------
 
 
-def _status_kib(field: str) -> int:
-    """A ``kB`` field of /proc/self/status (VmRSS: resident now, VmHWM: peak resident)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not found in /proc/self/status")
-
-
-def _release_free_memory() -> None:
-    """Hand memory that is free but still resident back to the OS (glibc's malloc_trim).
-
-    Otherwise a call could reuse pages freed earlier without touching new ones,
-    and its peak would be undercounted.
-    """
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the measurement is a lower bound
-        pass
 
 
 def memory_child(name: str, size: int) -> None:
@@ -256,11 +244,11 @@ def memory_child(name: str, size: int) -> None:
     fn = operations(x)[name].fn
     fn()
     gc.collect()
-    _release_free_memory()
+    release_free_memory()
     Path("/proc/self/clear_refs").write_text("5")
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     result = fn()
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     del result
     print(json.dumps({"extra_bytes": (peak - before) * 1024, "input_bytes": x.numel() * 4}))
 

@@ -13,12 +13,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import logging
 import statistics
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -122,3 +124,26 @@ def format_table(title: str, header: Row, rows: list[Row]) -> str:
         return "  ".join(cells).rstrip()
 
     return "\n".join([title, line(header), *map(line, rows)])
+
+
+# --- peak memory (one fresh process per measured operation) -------------------------
+
+
+def status_kib(field: str) -> int:
+    """A ``kB`` field of /proc/self/status (VmRSS: resident now, VmHWM: peak resident)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
+def release_free_memory() -> None:
+    """Hand memory that is free but still resident back to the OS (glibc's malloc_trim).
+
+    Otherwise a call could reuse pages freed earlier without touching new ones,
+    and its peak would be undercounted.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the measurement is a lower bound
+        pass
