@@ -156,7 +156,7 @@ def normalize(nb: Any, *, kernel_name: str = KERNEL_NAME) -> str:
     order = _widget_order(nb.cells, widgets.get("state", {}))
     rename = {old: uuid.uuid5(_WIDGET_NAMESPACE, str(n)).hex for n, old in enumerate(order)}
     if order:  # new keys now: nbformat writes the state sorted by key
-        widgets["state"] = {rename[old]: widgets["state"][old] for old in order}
+        widgets["state"] = {rename[old]: _js_numbers(widgets["state"][old]) for old in order}
     text = nbformat.writes(nb)
     for old, new in rename.items():
         text = text.replace(old, new)
@@ -164,6 +164,18 @@ def normalize(nb: Any, *, kernel_name: str = KERNEL_NAME) -> str:
 
 
 _MODEL_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _js_numbers(value: Any) -> Any:
+    """``value`` with whole floats as ints: JupyterLab saves widget state from JavaScript,
+    which writes ``8.0`` as ``8``, so storing ``8.0`` would change the file on every save."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _js_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_js_numbers(v) for v in value]
+    return value
 
 
 def _widget_order(cells: list[Any], state: dict[str, Any]) -> list[str]:
