@@ -224,3 +224,11 @@ def test_normalize_orders_and_names_widgets_the_same_whatever_the_run() -> None:
     first = run(["a" * 32, "b" * 32, "c" * 32], reverse=False)
     second = run(["f" * 32, "e" * 32, "d" * 32], reverse=True)  # nbformat sorts keys
     assert first == second
+
+
+def test_widget_state_numbers_are_stored_as_javascript_writes_them() -> None:
+    from linquant_helpers.run_notebooks import _js_numbers
+
+    state = {"max": 8.0, "step": 0.1, "value": [-1.0, 7.5], "n": 3, "flag": True}
+    assert _js_numbers(state) == {"max": 8, "step": 0.1, "value": [-1, 7.5], "n": 3, "flag": True}
+    assert type(_js_numbers(state)["max"]) is int
