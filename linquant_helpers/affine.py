@@ -224,7 +224,8 @@ def quantize(
     :func:`~linquant_helpers.hardware.zero_point_rounding_order` probes the
     8-bit order of the running build.
 
-    ``x`` is any floating-point tensor (bf16/fp16 are computed in float32);
+    ``x`` is any floating-point tensor (bf16/fp16 are computed in float32, float64
+    in float64, with no float32 step that could move a value across a tie);
     the codes come back on its device, in :func:`code_dtype` (int8 or uint8 up
     to 8 bits). ``scale`` and ``zero_point`` have the shape that
     ``choose_qparams`` returns for the same ``axis``/``group_size``; a single
@@ -247,7 +248,9 @@ def quantize(
         return _quantize_fast(g.grouped(x), scale, zero_point, qmin, qmax, dtype).reshape(x.shape)
 
     # The formula on the grouped view, where the qparams broadcast element-wise.
-    q = torch.round(_fma(g.grouped(x).float(), 1 / scale, zero_point))  # x / s + z, one rounding
+    xg = g.grouped(x)
+    xg = xg.double() if x.dtype == torch.float64 else xg.float()
+    q = torch.round(_fma(xg, 1 / scale, zero_point))  # x / s + z, one rounding
     q = torch.clamp(q, qmin, qmax).reshape(x.shape)
     return _without_nan(q).to(dtype)
 
@@ -374,7 +377,7 @@ def _checked_qparams(
 
 
 def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """``a * b + c`` for float32 tensors, rounded once to float32, with broadcasting.
+    """``a * b + c`` rounded once to ``a``'s dtype (float32 or float64), with broadcasting.
 
     Eagerly it is computed in float64, where the product of two float32 numbers
     is exact, and then rounded to float32: the same result as a fused
@@ -387,7 +390,7 @@ def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     if torch.compiler.is_compiling():
         shape = torch.broadcast_shapes(a.shape, b.shape, c.shape)
         return torch.ops.prims.fma(a.expand(shape), b.expand(shape), c.expand(shape))
-    return (a.double() * b.double() + c.double()).float()
+    return (a.double() * b.double() + c.double()).to(a.dtype)
 
 
 @functools.cache
@@ -415,6 +418,7 @@ def _fast_path_applies(x: torch.Tensor) -> bool:
         and x.numel() >= _FAST_MIN_ELEMENTS
         and not x.requires_grad
         and _addcmul_is_fused()
+        and x.dtype != torch.float64
     )
 
 
