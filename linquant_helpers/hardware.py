@@ -15,7 +15,7 @@ machines, so the lessons ask the machine instead of assuming:
   keeps activations to 7 bits (``reduce_range=True``).
 * :func:`zero_point_rounding_order` - whether ``torch.quantize_per_tensor``
   adds the zero point before rounding (FBGEMM on x86, and the aarch64 Linux
-  wheel) or after (reported on some ARM builds), and
+  wheel, measured under emulation) or after (a build that rounds first), and
   :func:`quantize_as_pytorch_does`, the package's codes in that order.
 """
 
@@ -130,7 +130,7 @@ def zero_point_rounding_order() -> str:
 
     ``"add, then round"``: ``q = round(x / s + z)``, FBGEMM's order on x86 and the
     order of :func:`~linquant_helpers.affine.quantize`. ``"round, then add"``:
-    ``q = round(x / s) + z``, reported for PyTorch on some ARM builds. Found
+    ``q = round(x / s) + z``, as ``fake_quantize_per_tensor_affine`` does. Found
     by quantizing an exact tie, ``x / s = 0.5`` with ``z = 1``: 2 or 1.
     """
     import warnings
