@@ -24,6 +24,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .lessons import stated_minutes
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 DEFAULT_OUT = ROOT / "_site"
@@ -109,21 +111,6 @@ def find_lessons(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
     return sorted(notebook_dir.glob("[0-9][0-9]_*.ipynb"))
 
 
-def estimated_minutes(text: str) -> int | None:
-    """Minutes from an ``**Estimated time**: ...`` line (``50 minutes``, ``1 h 20 min``)."""
-    match = re.search(r"\*\*Estimated time\*\*:?\s*([^\n]+)", text)
-    if not match:
-        return None
-    line = match.group(1)
-    hours = re.search(r"(\d+(?:\.\d+)?)\s*(?:h\b|hours?)", line)
-    minutes = re.search(r"(\d+)\s*(?:min|minutes?)\b", line)
-    if not hours and not minutes:
-        return None
-    return round(float(hours.group(1)) * 60 if hours else 0) + (
-        int(minutes.group(1)) if minutes else 0
-    )
-
-
 def read_lesson(path: Path) -> Lesson:
     """Title (first ``#`` heading), objectives (the list under "Learning objectives") and time."""
     import nbformat
@@ -140,7 +127,7 @@ def read_lesson(path: Path) -> Lesson:
             for line in block.group(1).splitlines()
             if line.strip()
         ]
-    return Lesson(path, path.name[:2], title, tuple(objectives), estimated_minutes(first))
+    return Lesson(path, path.name[:2], title, tuple(objectives), stated_minutes(path))
 
 
 def _widget_outputs(nb: dict, model_id: str) -> list[dict]:

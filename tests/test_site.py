@@ -21,6 +21,7 @@ import pytest
 from browser_support import ARTIFACTS, SKIP_REASON, chromium
 
 from linquant_helpers import site
+from linquant_helpers.lessons import stated_minutes
 
 LESSONS = site.find_lessons()
 
@@ -63,20 +64,7 @@ def test_course_map_reads_each_notebook_first_cell():
         assert lesson.title.startswith(path.name[:2]), lesson.title
         assert lesson.objectives, f"{path.name}: no learning objectives found"
         assert lesson.minutes and 5 <= lesson.minutes <= 240, f"{path.name}: {lesson.minutes}"
-
-
-@pytest.mark.parametrize(
-    ("line", "minutes"),
-    [
-        ("**Estimated time**: 35 minutes.", 35),
-        ("**Estimated time**: 1 h 20 min", 80),
-        ("**Estimated time**: 2 hours.", 120),
-        ("**Estimated time**: about an hour", None),
-        ("no estimate here", None),
-    ],
-)
-def test_estimated_minutes(line, minutes):
-    assert site.estimated_minutes(line) == minutes
+        assert lesson.minutes == stated_minutes(path)  # one reader of the stated time
 
 
 def test_freeze_widgets_shows_the_stored_figure():
