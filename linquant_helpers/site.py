@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .lessons import stated_minutes
+from .run_notebooks import find_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -108,7 +109,7 @@ class Lesson:
 
 def find_lessons(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
     """The numbered notebooks of ``notebook_dir`` in reading order (never ``solutions/``)."""
-    return sorted(notebook_dir.glob("[0-9][0-9]_*.ipynb"))
+    return find_notebooks(notebook_dir, [])
 
 
 def read_lesson(path: Path) -> Lesson:
