@@ -219,7 +219,7 @@ class _SampleObserver(MinMaxObserver):
     """Keeps the exact running min/max plus a uniform random sample of the values seen.
 
     Every value seen draws a random ticket in ``[0, 1)``; the sample is the
-    ``n`` values per channel with the lowest tickets (all of them while there
+    ``n`` values per channel with the lowest tickets, the earlier on a tie (all while there
     are fewer). That is a uniform random sample, without replacement, of
     everything seen, however the batches came. With ``axis``, a ticket belongs
     to a position, so all channels keep the same positions. Batches are stored
@@ -242,12 +242,12 @@ class _SampleObserver(MinMaxObserver):
 
     Memory: the sample, ``4 C n`` bytes, is kept. An update of ``N = C m`` values
     holds the batch (``4 N`` bytes, a copy) and ``4 m`` bytes of tickets until the next
-    cut. A cut (the stored positions ``P`` pass ``2 n``) runs ``torch.topk`` over the
-    ``P`` tickets, whose CPU kernel holds a (value, int64 index) pair per ticket:
-    ``4 P + 16 P`` bytes, but no copy of the batch. Per channel (``m = n``, e.g. a
-    weight row of up to 4096 values) there is no cut. Per tensor, one batch of ``N``
-    values past the cap costs about ``20 N`` bytes, five times a float32 batch: a
-    cut in smaller steps would keep other values at equal tickets, so other results.
+    cut. A cut (the stored positions ``P`` pass ``2 n``) keeps the ``n`` lowest
+    ``(ticket, arrival)`` pairs with :func:`lowest_positions`, which reads the
+    batch in place: ``4 m`` bytes of tickets, one bool per stored position and
+    ``O(n + CHUNK_ELEMENTS)`` for the search. Per tensor, a batch of ``N`` values
+    past the cap costs about ``5 N + 32 n`` bytes: 1.25 times a float32 batch, plus
+    a few MiB.
     """
 
     def __init__(
@@ -290,27 +290,21 @@ class _SampleObserver(MinMaxObserver):
         self, rows: torch.Tensor | None = None, tickets: torch.Tensor | None = None
     ) -> None:
         """Merge the stored blocks (and ``rows`` with its ``tickets``, if given) and keep
-        the values with the lowest tickets.
+        the ``n`` values with the lowest ``(ticket, arrival)`` pairs, in arrival order.
 
-        The kept values are gathered from each block in turn, in the order of
-        ``torch.topk``'s indices, instead of from a concatenation of all blocks:
-        the same sample, without a copy of everything seen.
+        Nothing the size of everything seen is built: :func:`lowest_positions`
+        selects the positions block by block, and the kept values are gathered
+        from each block in turn.
         """
         blocks = self._values + ([] if rows is None else [rows])
-        all_tickets = self._tickets + ([] if tickets is None else [tickets])
-        tickets = all_tickets[0] if len(all_tickets) == 1 else torch.cat(all_tickets)
-        if len(tickets) <= self._cap():
-            values = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
-            self._values, self._tickets = [values], [tickets]
-            return
-        keep = torch.topk(tickets, self._cap(), largest=False).indices
-        values = blocks[0].new_empty(blocks[0].shape[0], len(keep))
-        start = 0
-        for block in blocks:  # a few blocks, not a loop over channels
-            inside = (keep >= start) & (keep < start + block.shape[1])
-            values[:, inside] = block[:, keep[inside] - start]
-            start += block.shape[1]
-        self._values, self._tickets = [values], [tickets[keep]]
+        ticket_blocks = self._tickets + ([] if tickets is None else [tickets])
+        if sum(len(t) for t in ticket_blocks) > self._cap():
+            keep = lowest_positions(ticket_blocks, self._cap())
+            blocks = [block[:, k] for block, k in zip(blocks, keep, strict=True)]
+            ticket_blocks = [t[k] for t, k in zip(ticket_blocks, keep, strict=True)]
+        if len(blocks) > 1:
+            blocks, ticket_blocks = [torch.cat(blocks, dim=1)], [torch.cat(ticket_blocks)]
+        self._values, self._tickets = blocks, ticket_blocks
 
     @property
     def samples(self) -> torch.Tensor | None:
@@ -319,6 +313,39 @@ class _SampleObserver(MinMaxObserver):
             return None
         self._shrink()
         return self._values[0]
+
+
+def lowest_positions(blocks: list[torch.Tensor], n: int) -> list[torch.Tensor]:
+    """Where the ``n`` smallest values of ``torch.cat(blocks)`` are, ties going to the earlier.
+
+    Returns one ascending index tensor per block: the same positions as
+    ``torch.cat(blocks).sort(stable=True).indices[:n]``, sorted and split by block.
+    Two passes, so that the working set is about ``n`` values, one chunk of
+    :data:`CHUNK_ELEMENTS` and one bool mask per block, never a copy of everything:
+
+    1. the threshold ``t``, the ``n``-th smallest value: the ``n`` smallest of
+       everything are among the ``n`` smallest of each chunk, merged as they come;
+    2. every position whose value is below ``t``, then the first positions equal
+       to ``t``, in order, until ``n`` are kept.
+    """
+    best = blocks[0].new_empty(0)
+    for block in blocks:
+        for part in block.split(CHUNK_ELEMENTS):
+            low = part.topk(min(n, len(part)), largest=False, sorted=False).values
+            best = torch.cat([best, low])
+            if len(best) > n:
+                best = best.topk(n, largest=False, sorted=False).values
+    threshold = best.max()
+    missing = n - sum(int(torch.count_nonzero(block < threshold)) for block in blocks)
+    keep = []
+    for block in blocks:
+        mask = block < threshold
+        if missing > 0:  # ties at the threshold: the earliest positions win
+            ties = (block == threshold).nonzero().squeeze(1)[:missing]
+            mask[ties] = True
+            missing -= len(ties)
+        keep.append(mask.nonzero().squeeze(1))
+    return keep
 
 
 def tail_quantile(rows: torch.Tensor, q: float) -> torch.Tensor:

@@ -29,7 +29,12 @@ from linquant_helpers import (
     qparams_from_range,
     qrange,
 )
-from linquant_helpers.observers import histogram_rows, kl_divergence_per_threshold, tail_quantile
+from linquant_helpers.observers import (
+    histogram_rows,
+    kl_divergence_per_threshold,
+    lowest_positions,
+    tail_quantile,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 ao = pytest.importorskip("torch.ao.quantization")
@@ -494,20 +499,21 @@ def test_clip_range_is_kept_until_the_next_update(cls) -> None:
 
 
 # --- bounded memory: the chunked searches give today's results, bit for bit --------------
-# The references below are the unchunked code the observers ran before issue 11: one
-# concatenation and one topk for the sample, one (grid * C, n) matrix for the MSE search,
-# one (thresholds, levels) matrix for the KL search.
+# The references below are unchunked: one concatenation and one stable sort for the
+# sample, one (grid * C, n) matrix for the MSE search, one (thresholds, levels) matrix
+# for the KL search.
 
 
 def _reference_sample(batches, cap: int, seed: int, axis) -> torch.Tensor:
-    """The old sample: append each batch, cut (cat + topk) when past 2 * cap, cut at the end."""
+    """Append each batch; past 2 * cap, keep the cap lowest (ticket, arrival) pairs in arrival
+    order (one concatenation, one stable sort); cut once more at the end."""
     gen = torch.Generator().manual_seed(seed)
     values, tickets = [], []
 
     def cut():
         v, t = torch.cat(values, dim=1), torch.cat(tickets)
         if len(t) > cap:
-            keep = torch.topk(t, cap, largest=False).indices
+            keep = t.sort(stable=True).indices[:cap].sort().values
             v, t = v[:, keep], t[keep]
         values[:], tickets[:] = [v], [t]
 
@@ -519,6 +525,33 @@ def _reference_sample(batches, cap: int, seed: int, axis) -> torch.Tensor:
             cut()
     cut()
     return values[0]
+
+
+@given(
+    sizes=st.lists(st.integers(1, 60), min_size=1, max_size=4),
+    levels=st.integers(1, 30),
+    data=st.data(),
+)
+def test_lowest_positions_is_a_stable_sort(sizes, levels, data) -> None:
+    # Few distinct values, so ties at the threshold are the rule, not the exception.
+    blocks = [
+        torch.tensor(data.draw(st.lists(st.integers(0, levels), min_size=s, max_size=s))).float()
+        for s in sizes
+    ]
+    n = data.draw(st.integers(1, sum(sizes)))
+    expected = torch.cat(blocks).sort(stable=True).indices[:n].sort().values
+    starts = [0, *torch.tensor(sizes).cumsum(0).tolist()[:-1]]
+    got = torch.cat([k + s for k, s in zip(lowest_positions(blocks, n), starts, strict=True)])
+    assert torch.equal(got, expected)
+
+
+def test_lowest_positions_across_chunks(monkeypatch) -> None:
+    monkeypatch.setattr(observers, "CHUNK_ELEMENTS", 7)
+    g = torch.Generator().manual_seed(1)
+    blocks = [torch.randint(0, 9, (n,), generator=g).float() for n in (50, 3, 23)]
+    expected = torch.cat(blocks).sort(stable=True).indices[:31].sort().values
+    keep = lowest_positions(blocks, 31)
+    assert torch.equal(torch.cat([keep[0], keep[1] + 50, keep[2] + 53]), expected)
 
 
 def _reference_mse_errors(obs: MSEObserver) -> torch.Tensor:
@@ -576,7 +609,7 @@ SHAPES = [((3, 700), 0, None), ((5, 40), 0, None), ((2000,), None, None), ((9, 3
 
 
 @pytest.mark.parametrize(("shape", "axis", "max_samples"), SHAPES)
-def test_sample_is_the_unchunked_sample(shape, axis, max_samples):
+def test_sample_is_the_unchunked_sample(chunk, shape, axis, max_samples):
     g = torch.Generator().manual_seed(3)
     batches = [torch.randn(shape, generator=g) * (i + 1) for i in range(4)]
     obs = PercentileObserver(axis=axis, max_samples=max_samples or 600, seed=5)
