@@ -20,10 +20,10 @@ from linquant_helpers import (
     qparams_from_range,
     qrange,
     quantize,
-    quantize_tensor,
     sqnr_db,
     unpack,
 )
+from linquant_helpers.qtensor import quantize_tensor
 
 X = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
 Q = torch.zeros(4, 6, dtype=torch.int8)
@@ -485,12 +485,11 @@ def _sweep_calls():
         fake_quantize_weight,
         integer_linear,
         quantize_bias,
-        quantize_linear_weight,
         quantize_multiplier,
         requantize,
         weight_offset,
     )
-    from linquant_helpers.calibration import weight_qparams
+    from linquant_helpers.weights import quantize_weight, weight_qparams
 
     f, i8, i32 = torch.float32, torch.int8, torch.int32
     lin = nn.Linear(8, 4)
@@ -516,7 +515,7 @@ def _sweep_calls():
         ("fake_quantize_ste", "w", f, lambda v: fake_quantize_ste(v)),
         ("FakeQuantize scale", "scale", f, lambda v: FakeQuantize(v, 0)),
         ("FakeQuantize forward", "x", f, lambda v: FakeQuantize(0.1, 0)(v)),
-        ("quantize_linear_weight", "weight", f, lambda v: quantize_linear_weight(v, 8)),
+        ("quantize_weight", "weight", f, lambda v: quantize_weight(v, 8)),
         ("quantize_bias", "bias", f, lambda v: quantize_bias(v, 0.1, 0.1)),
         ("quantize_bias scale", "input_scale", f, lambda v: quantize_bias(torch.ones(4), v, 0.1)),
         ("quantize_multiplier", "multiplier", f, lambda v: quantize_multiplier(v)),
