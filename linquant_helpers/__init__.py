@@ -13,8 +13,8 @@ Read it in lesson order:
 * :mod:`~linquant_helpers.observers`      - min-max, moving average, percentile, MSE, entropy
 * :mod:`~linquant_helpers.weights`        - weight quantization of tensors and whole models
 * :mod:`~linquant_helpers.calibration`    - calibrated activations, post-training quantization
-* :mod:`~linquant_helpers.integer_ops`    - integer-only matmul and fixed-point requantization
 * :mod:`~linquant_helpers.hardware`       - what this CPU does with int8: features, paths, rounding
+* :mod:`~linquant_helpers.integer_ops`    - integer-only matmul and fixed-point requantization
 * :mod:`~linquant_helpers.layers`         - W8A16, W8A8 and packed int4 linear layers
 * :mod:`~linquant_helpers.qat`            - quantization-aware training (straight-through)
 * :mod:`~linquant_helpers.sentence_model` - lesson 08's sentence model and its benchmark
@@ -74,7 +74,7 @@ from .integer_ops import (
     weight_offset,
 )
 from .layers import Int4WeightLinear, W8A8Linear, W8A16Linear, quantize_model
-from .qat import QATWrapper, fake_quantize_ste, prepare_qat
+from .qat import QATWrapper, fake_quantize_ste, prepare_qat, strip_qat
 
 # Lesson 08: no re-exports; `from linquant_helpers import sentence_model, smoothquant`
 # (the sentence model needs the optional extra: python -m pip install -e ".[capstone]").

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .affine import EPS
+from .affine import EPS, fake_quantize
 from .calibration import calibrate
 from .observers import MinMaxObserver
 from .surgery import quantizable_layers, replace_modules
-from .weights import fake_quantize_rows, fake_quantize_weight
+from .weights import fake_quantize_weight, rows_qparams
 
 
 def activation_absmax(model: nn.Module, features: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -45,16 +45,17 @@ def fake_quantize_activation(
 ) -> torch.Tensor:
     """Dynamic symmetric fake quantization of an activation ``x`` of shape ``(..., features)``.
 
-    ``x`` is viewed as ``(tokens, features)`` rows and quantized by
-    :func:`~linquant_helpers.weights.fake_quantize_rows` (absmax, narrow codes):
+    ``x`` is viewed as ``(tokens, features)`` rows, with the scales of
+    :func:`~linquant_helpers.weights.rows_qparams` (absmax, narrow codes):
     per tensor (default), one scale ``s = max|x| / (2^(b-1) - 1)`` for the whole
     batch; per token (``axis=0``), one scale per row,
     ``s_t = max_j |x[t, j]| / (2^(b-1) - 1)``, so that a token with an outlier
     does not coarsen the grid of every other token. Returns a tensor of ``x``'s
     shape and dtype. Errors as ``choose_qparams``.
     """
-    rows = x.reshape(-1, x.shape[-1])
-    return fake_quantize_rows(rows, bits, axis=axis, group_size=group_size).reshape(x.shape)
+    rows, where = x.reshape(-1, x.shape[-1]), dict(axis=axis, group_size=group_size)
+    scale, zero_point = rows_qparams(rows, bits, **where)
+    return fake_quantize(rows, scale, zero_point, bits, narrow=True, **where).reshape(x.shape)
 
 
 def smoothquant_scales(

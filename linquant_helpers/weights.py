@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -79,24 +80,6 @@ def rows_qparams(
     return scale.reshape(where.qparam_shape), zero_point.reshape(where.qparam_shape)
 
 
-def fake_quantize_rows(
-    rows: torch.Tensor,
-    bits: int = 8,
-    *,
-    axis: int | None = None,
-    group_size: int | None = None,
-    symmetric: bool = True,
-    narrow: bool = True,
-    observer: Callable[..., Observer] | None = None,
-) -> torch.Tensor:
-    """``dequantize(quantize(rows))`` with the qparams of :func:`rows_qparams`."""
-    where = dict(axis=axis, group_size=group_size)
-    scale, zero_point = rows_qparams(
-        rows, bits, symmetric=symmetric, narrow=narrow, observer=observer, **where
-    )
-    return fake_quantize(rows, scale, zero_point, bits, narrow=narrow, **where)
-
-
 def _weight_rows(
     w: torch.Tensor, axis: int | None, group_size: int | None
 ) -> tuple[torch.Tensor, dict[str, int | None]]:
@@ -119,14 +102,12 @@ def weight_qparams(
     *,
     axis: int | None = None,
     group_size: int | None = None,
-    symmetric: bool = True,
-    narrow: bool = True,
-    observer: Callable[..., Observer] | None = None,
+    **settings: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`rows_qparams` of a weight viewed as ``(out, rest)`` rows (see
-    :func:`fake_quantize_weight`)."""
+    :func:`fake_quantize_weight`); ``settings``: ``symmetric``, ``narrow``, ``observer``."""
     rows, where = _weight_rows(w, axis, group_size)
-    return rows_qparams(rows, bits, symmetric=symmetric, narrow=narrow, observer=observer, **where)
+    return rows_qparams(rows, bits, **where, **settings)
 
 
 def fake_quantize_weight(
@@ -152,7 +133,8 @@ def fake_quantize_weight(
     """
     rows, where = _weight_rows(w, axis, group_size)
     settings = dict(symmetric=symmetric, narrow=narrow, observer=observer)
-    return fake_quantize_rows(rows, bits, **settings, **where).reshape(w.shape)
+    scale, zero_point = rows_qparams(rows, bits, **where, **settings)
+    return fake_quantize(rows, scale, zero_point, bits, narrow=narrow, **where).reshape(w.shape)
 
 
 def quantize_weight(

@@ -15,10 +15,9 @@ from linquant_helpers import (
     PercentileObserver,
     calibrate,
     choose_qparams,
-    fold_batchnorm,
     ptq,
 )
-from linquant_helpers.surgery import QUANTIZABLE, quantizable_layers, run_with_hooks
+from linquant_helpers.surgery import QUANTIZABLE, quantizable_layers
 
 LAYERS = [
     "features.0.0",
@@ -32,16 +31,8 @@ LAYERS = [
 
 
 @pytest.fixture
-def model() -> nn.Module:
-    """An untrained DigitsCNN with non-trivial BatchNorm statistics, folded."""
-    torch.manual_seed(0)
-    net = DigitsCNN()
-    g = torch.Generator().manual_seed(1)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.1)
-            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
-    return fold_batchnorm(net)
+def model(folded_cnn) -> nn.Module:
+    return folded_cnn
 
 
 def _batches(n: int = 3, seed: int = 0) -> list[torch.Tensor]:
@@ -92,39 +83,6 @@ def test_calibrate_needs_batches_and_cleans_up_on_error(model) -> None:
     with pytest.raises(ValueError, match="NaN"):
         calibrate(model, [torch.full((2, 1, 8, 8), float("nan"))])
     assert all(not m._forward_pre_hooks for m in model.modules())
-
-
-def test_run_with_hooks_sees_inputs_and_outputs_then_cleans_up(model) -> None:
-    seen: dict[str, tuple] = {}
-
-    def pre(_m, args) -> None:
-        seen["pre"] = (args[0].clone(), torch.get_num_threads(), torch.is_grad_enabled())
-
-    def post(m, args, out) -> None:
-        seen["post"] = (args[0].clone(), out.clone(), m.training)
-
-    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(5))
-    model.train()
-    threads = torch.get_num_threads()
-    run_with_hooks(model, [x], pre_hooks={"features.0.0": pre}, hooks={"classifier.4": post})
-    assert torch.equal(seen["pre"][0], x) and seen["pre"][1:] == (1, False)  # 1 thread, no grad
-    inputs, out, training = seen["post"]
-    torch.testing.assert_close(out, model.classifier[4](inputs))
-    assert not training and model.training  # eval during the pass, train mode restored
-    assert torch.get_num_threads() == threads
-
-    def fails(_m, args) -> None:
-        MinMaxObserver().update(args[0])  # raises on NaN
-
-    with pytest.raises(AttributeError):  # an unknown name: the hooks already placed go too
-        run_with_hooks(model, [x], pre_hooks={"features.0.0": pre, "nope": pre})
-    with pytest.raises(ValueError, match="NaN"):  # an error in a hook: cleaned up as well
-        nan = torch.full_like(x, float("nan"))
-        run_with_hooks(
-            model, [nan], pre_hooks={"features.0.0": fails}, hooks={"classifier.4": post}
-        )
-    assert model.training
-    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
 
 
 def test_ptq_returns_a_fake_quantized_copy(model) -> None:

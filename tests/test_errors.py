@@ -366,7 +366,7 @@ def test_quantize_clamps_infinities() -> None:
     assert q.tolist() == [127, -128]
 
 
-# --- issue 11: silent wrong values become clear errors or correct results ------------------
+# --- silent wrong values become clear errors or correct results ------------------
 
 
 def test_qparams_from_range_nan_is_an_error_not_zero_point_int32_min():
@@ -414,7 +414,7 @@ def test_packed_numel_of_a_negative_count():
     assert packed_numel(2**60 + 1, 4) == 2**59 + 1  # exact, past float precision
 
 
-# --- issue 11: errors from deep inside torch become clear errors naming the argument -------
+# --- errors from deep inside torch become clear errors naming the argument -------
 
 
 def test_dequantize_a_torch_quantized_tensor():
@@ -444,7 +444,7 @@ def test_fake_quantize_module_takes_numbers_and_checks_them():
     _raises(ValueError, "scale must be positive and finite, got -1", FakeQuantize, -1.0, 0)
 
 
-# --- issue 11: the sweep. Every public function, each tensor argument, each kind of tensor
+# --- the sweep. Every public function, each tensor argument, each kind of tensor
 # torch cannot compute with here: a TypeError/ValueError that names the argument, never a
 # RuntimeError/AttributeError/NotImplementedError/OverflowError from inside torch.
 

@@ -421,7 +421,7 @@ def test_quantize_model_leaves_multihead_attention_projection_in_float() -> None
         torch.testing.assert_close(quantized[1](h, h, h)[0], model[1](h, h, h)[0])
 
 
-# --- issue 11: PyTorch's own transformer modules, shared and tied layers, pruned rows ------
+# --- PyTorch's own transformer modules, shared and tied layers, pruned rows ------
 
 
 METHOD_KW = {"w8a16": {}, "int4": {"group_size": 8}, "w8a8": {}}

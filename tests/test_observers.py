@@ -494,7 +494,7 @@ def test_clip_range_is_kept_until_the_next_update(cls) -> None:
 
 
 # --- bounded memory: the chunked searches give today's results, bit for bit --------------
-# The references below are the unchunked code the observers ran before issue 11: one
+# The references below are the unchunked code the observers ran before chunking: one
 # concatenation and one topk for the sample, one (grid * C, n) matrix for the MSE search,
 # one (thresholds, levels) matrix for the KL search.
 

@@ -7,14 +7,12 @@ import torch
 from torch import nn
 
 from linquant_helpers import (
-    DigitsCNN,
     MinMaxObserver,
     MSEObserver,
     choose_qparams,
     fake_quantize,
     fake_quantize_weight,
     fake_quantize_weights,
-    fold_batchnorm,
 )
 from linquant_helpers.layers import Int4WeightLinear
 from linquant_helpers.surgery import quantizable_layers
@@ -27,16 +25,8 @@ from linquant_helpers.weights import (
 
 
 @pytest.fixture
-def model() -> nn.Module:
-    """An untrained DigitsCNN with non-trivial BatchNorm statistics, folded."""
-    torch.manual_seed(0)
-    net = DigitsCNN()
-    g = torch.Generator().manual_seed(1)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.1)
-            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
-    return fold_batchnorm(net)
+def model(folded_cnn) -> nn.Module:
+    return folded_cnn
 
 
 def _state(m: nn.Module) -> dict[str, torch.Tensor]:
