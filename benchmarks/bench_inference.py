@@ -54,12 +54,8 @@ from timing import (  # noqa: E402
 
 from linquant_helpers import choose_qparams, dequantize, hardware, quantize  # noqa: E402
 from linquant_helpers.integer_ops import int8_matmul, requantize  # noqa: E402
-from linquant_helpers.layers import (  # noqa: E402
-    Int4WeightLinear,
-    W8A8Linear,
-    W8A16Linear,
-    module_nbytes,
-)
+from linquant_helpers.layers import Int4WeightLinear, W8A8Linear, W8A16Linear  # noqa: E402
+from linquant_helpers.surgery import module_nbytes  # noqa: E402
 
 
 def make_layers(features: int, batch: int, group_size: int, seed: int = 0) -> dict[str, object]:

@@ -11,7 +11,7 @@ then ``obs.update(w)`` and ``obs.qparams()`` run once. The peak extra memory is
 ``VmHWM`` after the calls minus ``VmRSS`` before them (from ``/proc/self/status``):
 the operating system's count of resident pages, so it sees every allocation,
 PyTorch's C++ buffers included (``tracemalloc`` sees only Python objects). It
-includes what the observer keeps (its sample). The goal of issue 11 is at most
+includes what the observer keeps (its sample). The goal is at most
 2x the weight's size. A row whose call raises shows the error instead.
 """
 
@@ -35,7 +35,7 @@ from timing import release_free_memory, status_kib  # noqa: E402
 
 from linquant_helpers import observers as obs_module  # noqa: E402
 
-GOAL_PEAK = 2.0  # peak extra memory at most 2x the weight (issue 11)
+GOAL_PEAK = 2.0  # peak extra memory at most 2x the weight
 MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=65536:glibc.malloc.trim_threshold=65536"
 
 ROWS: dict[str, tuple[str, dict]] = {

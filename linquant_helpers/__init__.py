@@ -2,21 +2,24 @@
 
 Read it in lesson order:
 
-* :mod:`~linquant_helpers.affine`      - ranges, qparams, quantize, dequantize
-* :mod:`~linquant_helpers.granularity` - per-tensor, per-channel, per-group
-* :mod:`~linquant_helpers.qtensor`     - codes and qparams kept together
-* :mod:`~linquant_helpers.packing`     - several low-bit codes per byte
-* :mod:`~linquant_helpers.metrics`     - how big the error is
-* :mod:`~linquant_helpers.plotting`    - the figures of lessons 01-02
-* :mod:`~linquant_helpers.models`      - the digits CNN of lessons 04, 05 and 07
-* :mod:`~linquant_helpers.observers`   - min-max, moving average, percentile, MSE, entropy
-* :mod:`~linquant_helpers.calibration` - weights of whole models, post-training quantization
-* :mod:`~linquant_helpers.integer_ops` - integer-only matmul and fixed-point requantization
-* :mod:`~linquant_helpers.hardware`    - what this CPU does with int8: features, paths, rounding
-* :mod:`~linquant_helpers.layers`      - W8A16, W8A8 and packed int4 linear layers
-* :mod:`~linquant_helpers.qat`         - quantization-aware training (straight-through)
-* :mod:`~linquant_helpers.capstone`    - the pretrained transformer of lesson 08
-* :mod:`~linquant_helpers.exercises`   - the automatic checks of the exercises
+* :mod:`~linquant_helpers.affine`         - ranges, qparams, quantize, dequantize
+* :mod:`~linquant_helpers.granularity`    - per-tensor, per-channel, per-group
+* :mod:`~linquant_helpers.qtensor`        - codes and qparams kept together
+* :mod:`~linquant_helpers.packing`        - several low-bit codes per byte
+* :mod:`~linquant_helpers.metrics`        - how big the error is; embeddings compared
+* :mod:`~linquant_helpers.plotting`       - the figures of lessons 01-02
+* :mod:`~linquant_helpers.surgery`        - which layers to quantize, replacing them, hooks
+* :mod:`~linquant_helpers.models`         - the digits CNN of lessons 04, 05 and 07
+* :mod:`~linquant_helpers.observers`      - min-max, moving average, percentile, MSE, entropy
+* :mod:`~linquant_helpers.weights`        - weight quantization of tensors and whole models
+* :mod:`~linquant_helpers.calibration`    - calibrated activations, post-training quantization
+* :mod:`~linquant_helpers.hardware`       - what this CPU does with int8: features, paths, rounding
+* :mod:`~linquant_helpers.integer_ops`    - integer-only matmul and fixed-point requantization
+* :mod:`~linquant_helpers.layers`         - W8A16, W8A8 and packed int4 linear layers
+* :mod:`~linquant_helpers.qat`            - quantization-aware training (straight-through)
+* :mod:`~linquant_helpers.sentence_model` - lesson 08's sentence model and its benchmark
+* :mod:`~linquant_helpers.smoothquant`    - dynamic W8A8 activations and SmoothQuant
+* :mod:`~linquant_helpers.exercises`      - the automatic checks of the exercises
 
 Run every notebook headless with ``python -m linquant_helpers.run_notebooks``.
 """
@@ -33,18 +36,10 @@ from .affine import (
 )
 from .metrics import max_abs_error, mse, sqnr_db
 from .packing import pack, packed_numel, unpack
-from .qtensor import QTensor, quantize_tensor
 
-# Lessons 04-05: models, observers, calibration (exports added by that work).
+# Lessons 04-05: models, observers, weights, calibration.
 # isort: split
-from .calibration import (
-    FakeQuantize,
-    calibrate,
-    fake_quantize_weight,
-    ptq,
-    quantize_weights,
-    with_input_quantizers,
-)
+from .calibration import FakeQuantize, calibrate, ptq, with_input_quantizers
 from .models import (
     DigitsCNN,
     DigitsData,
@@ -65,6 +60,8 @@ from .observers import (
     Observer,
     PercentileObserver,
 )
+from .surgery import module_nbytes
+from .weights import fake_quantize_weight, fake_quantize_weights
 
 # Lessons 06-07: integer inference and quantized layers.
 # isort: split
@@ -76,17 +73,10 @@ from .integer_ops import (
     requantize,
     weight_offset,
 )
-from .layers import (
-    Int4WeightLinear,
-    W8A8Linear,
-    W8A16Linear,
-    module_nbytes,
-    quantize_linear_weight,
-    quantize_model,
-)
+from .layers import Int4WeightLinear, W8A8Linear, W8A16Linear, quantize_model
 from .qat import QATWrapper, fake_quantize_ste, prepare_qat, strip_qat
 
-# Lesson 08: the capstone transformer. No re-exports: `from linquant_helpers import capstone`
-# (its model needs the optional extra: python -m pip install -e ".[capstone]").
+# Lesson 08: no re-exports; `from linquant_helpers import sentence_model, smoothquant`
+# (the sentence model needs the optional extra: python -m pip install -e ".[capstone]").
 
 __version__ = "0.1.0"

@@ -212,17 +212,12 @@ def quantize(
 ) -> torch.Tensor:
     """Quantize: ``q = clamp(round(x / scale + zero_point), qmin, qmax)``.
 
-    ``round`` is round-half-to-even, like ``torch.round``. As in PyTorch's CPU
-    kernel for ``torch.quantize_per_tensor``, ``x / scale`` is computed as
-    ``x * (1 / scale)`` and the zero point is added *before* rounding, in one
-    fused multiply-add (one rounding, not two); the result is bit-identical to
-    that kernel for 8-bit codes (``torch.qint8``/``torch.quint8``, FBGEMM on x86).
-    The claim stops there: at 16 bits the comparable kernel is ``torch.qint32``'s,
-    which on x86 rounds ``x * (1 / scale)`` to float32 before adding the zero
-    point (two roundings; measured with torch 2.13), so it can differ by one
-    code at near-ties; on aarch64 it is this function's single rounding.
-    :func:`~linquant_helpers.hardware.zero_point_rounding_order` probes the
-    8-bit order of the running build.
+    ``round`` is round-half-to-even, like ``torch.round``. ``x / scale`` is
+    computed as ``x * (1 / scale)`` and the zero point is added before rounding,
+    in one fused multiply-add (one rounding), as PyTorch's CPU kernel for 8-bit
+    ``torch.quantize_per_tensor`` does: its codes are bit-identical. Kernels that
+    round twice can differ by one code at near-ties (notebook 03;
+    :func:`~linquant_helpers.hardware.zero_point_rounding_order` probes the running build).
 
     ``x`` is any floating-point tensor (bf16/fp16 are computed in float32, float64
     in float64, with no float32 step that could move a value across a tie);

@@ -54,7 +54,7 @@ def load_catalogue(path: Path = CATALOGUE_FILE) -> tuple[Any, ...]:
 
 
 def _digits() -> tuple:
-    from linquant_helpers import trained_digits_model
+    from .models import trained_digits_model
 
     return trained_digits_model(0, epochs=4, progress=False)
 
@@ -126,7 +126,7 @@ def mistakes_section(catalogue: Iterable[Any]) -> str:
 
 def course_map_section(notebook_dir: Path | None = None) -> str:
     """Markdown table of the notebooks and their estimated times (from their first cells)."""
-    from linquant_helpers import site
+    from . import site
 
     lessons = [site.read_lesson(p) for p in site.find_lessons(notebook_dir or site.NOTEBOOK_DIR)]
     rows = ["| # | notebook | estimated time |", "| --- | --- | --- |"]

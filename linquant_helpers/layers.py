@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from .affine import dequantize, quantize
-from .calibration import replace_modules, run_with_hooks  # noqa: F401 - qat imports it here
+from .calibration import calibrate_linears
 from .integer_ops import (
     check_accumulator_length,
     integer_linear,
@@ -38,23 +36,11 @@ from .integer_ops import (
 )
 from .observers import MinMaxObserver, Observer
 from .packing import pack, packed_numel, unpack
-from .qtensor import QTensor, quantize_tensor
+from .surgery import check_skip, quantizable_layers, replace_modules
 from .validation import as_scale, as_zero_point, check_float_tensor
+from .weights import quantize_weight
 
 METHODS = ("w8a16", "w8a8", "int4")
-
-
-def quantize_linear_weight(
-    weight: torch.Tensor, bits: int, group_size: int | None = None
-) -> QTensor:
-    """Symmetric, narrow-range quantization of an ``(out, in)`` weight: ``q = round(w / s)``.
-
-    ``s = max|w| / (2^(b-1) - 1)`` per output channel (``axis=0``), or per group of
-    ``group_size`` input features. Codes are int8 in ``[-(2^(b-1) - 1), 2^(b-1) - 1]``.
-    """
-    weight = check_float_tensor(weight, "weight")
-    settings = dict(axis=None, group_size=group_size) if group_size else dict(axis=0)
-    return quantize_tensor(weight.detach().float(), bits, symmetric=True, narrow=True, **settings)
 
 
 def _check_linear(linear: object) -> nn.Linear:
@@ -119,7 +105,7 @@ class W8A16Linear(_QuantizedLinear):
     def from_float(cls, linear: nn.Linear) -> W8A16Linear:
         """Quantize ``linear``'s weight per output channel (int8, symmetric); copy the bias."""
         linear = _check_linear(linear)
-        qw = quantize_linear_weight(linear.weight, 8)
+        qw = quantize_weight(linear.weight, 8, axis=0)
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None)
         layer.weight_q.copy_(qw.q)
         layer.weight_scale.copy_(qw.scale)
@@ -188,7 +174,7 @@ class Int4WeightLinear(_QuantizedLinear):
         """Quantize ``linear``'s weight to 4 bits per group of ``group_size`` inputs and pack it."""
         linear = _check_linear(linear)
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None, group_size)
-        qw = quantize_linear_weight(linear.weight, 4, group_size)
+        qw = quantize_weight(linear.weight, 4, group_size=group_size)
         layer.weight_packed.copy_(pack(qw.q, 4, signed=True))
         layer.weight_scale.copy_(qw.scale)
         if linear.bias is not None:
@@ -317,7 +303,7 @@ class W8A8Linear(_QuantizedLinear):
         check_accumulator_length(linear.in_features, "linear")
         s_x, z_x = _activation_qparams(input_qparams, "input_qparams")
         s_y, z_y = _activation_qparams(output_qparams, "output_qparams")
-        qw = quantize_linear_weight(linear.weight, 8)
+        qw = quantize_weight(linear.weight, 8, axis=0)
         # An all-zero (pruned) row has codes 0 at any scale, and its absmax scale is EPS, so
         # its bias would need codes of b / (s_x EPS), beyond int32. Give it s_w = s_y / s_x
         # instead: M = 1 and the bias is held at the output's own resolution, b / s_y.
@@ -364,152 +350,6 @@ class W8A8Linear(_QuantizedLinear):
         )
 
 
-def module_nbytes(module: nn.Module) -> int:
-    """Bytes held by ``module``'s parameters and buffers (codes, scales, biases)."""
-    tensors = list(module.parameters()) + list(module.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def check_skip(model: nn.Module, skip: Iterable[str]) -> tuple[str, ...]:
-    """Return ``skip`` as a tuple, checking every name is in ``model.named_modules()``.
-
-    Raises ``TypeError`` for a bare string (``skip="head"`` would iterate over
-    letters) and ``ValueError`` for an unknown name, listing the known ones.
-    """
-    if isinstance(skip, str):
-        raise TypeError(f"skip must be a collection of module names, e.g. ({skip!r},)")
-    skip = tuple(skip)
-    names = dict(model.named_modules(remove_duplicate=False))
-    unknown = [s for s in skip if s not in names or s == ""]
-    if unknown:
-        known = [n for n in names if n]
-        raise ValueError(f"skip names {unknown} are not modules of the model; known: {known}")
-    return skip
-
-
-def find_modules(
-    model: nn.Module, types: tuple[type[nn.Module], ...], skip: tuple[str, ...] = ()
-) -> list[str]:
-    """Names of ``model``'s submodules of one of ``types``, outside the modules named in ``skip``.
-
-    A name is skipped if it is in ``skip`` or lies inside a module named there
-    (``"classifier"`` skips ``"classifier.4"``). A module shared by several parents
-    is listed under each of its names.
-    """
-    return [
-        name
-        for name, module in model.named_modules(remove_duplicate=False)
-        if isinstance(module, types)
-        and not any(name == s or name.startswith(s + ".") for s in skip)
-    ]
-
-
-def swappable_linears(model: nn.Module, skip: tuple[str, ...] = ()) -> list[str]:
-    """The ``nn.Linear`` layers :func:`quantize_model` replaces: all outside ``skip``, except
-    the output projection of ``nn.MultiheadAttention``, which reads that layer's
-    ``weight`` directly instead of calling it (PyTorch marks it with its own subclass)."""
-    return [
-        name
-        for name in find_modules(model, (nn.Linear,), skip)
-        if not isinstance(model.get_submodule(name), NonDynamicallyQuantizableLinear)
-    ]
-
-
-WEIGHT_BUFFERS = ("weight_q", "weight_packed", "weight_scale")
-"""The buffers that hold a quantized layer's weight: shared when the float weight was."""
-
-
-def swap_modules(
-    model: nn.Module, names: Iterable[str], convert: Callable[[str, nn.Module], nn.Module]
-) -> nn.Module:
-    """Replace, in place, each submodule named in ``names`` by ``convert(name, module)``,
-    keeping what was shared shared, and leaving PyTorch's transformer modules runnable.
-
-    * A module that appears under several names (a shared layer) is converted
-      once, and that one copy is put at every name.
-    * Distinct layers that share (tie) one weight tensor share the quantized
-      weight's buffers (:data:`WEIGHT_BUFFERS`) when their codes and scales are
-      equal: the tied weight is stored once.
-    * ``nn.TransformerEncoderLayer`` and ``nn.TransformerEncoder`` have a fused
-      fast path (eval mode, no gradients) that does not call their linear layers:
-      it reads their ``.weight`` and computes with it in one kernel. A quantized
-      layer has no float ``.weight``, and exposing a dequantized one would let
-      that kernel skip what the layer does besides (a W8A8 layer also quantizes
-      its input and output). So in every such module that holds a swapped
-      layer the fast path is turned off, with the two switches PyTorch checks:
-      ``activation_relu_or_gelu = 0`` on the layer (it only selects the fast
-      path; the activation itself is ``layer.activation``) and
-      ``use_nested_tensor = False`` on the encoder. The standard path calls
-      every layer, so the quantized maths is what runs. (Inside
-      ``nn.MultiheadAttention`` the output projection is read, not called;
-      :func:`swappable_linears` leaves it in float.)
-
-    Returns ``model``, or the converted module when ``names`` holds ``""`` (the model itself).
-    """
-    seen: dict[int, tuple[nn.Module, nn.Module]] = {}  # id -> (original, converted)
-    tied: dict[int, tuple[torch.Tensor, nn.Module]] = {}  # id(weight) -> (weight, converted)
-    for name in names:
-        if name == "":
-            return convert(name, model)
-        module = model.get_submodule(name)
-        if id(module) not in seen:
-            new = convert(name, module)
-            seen[id(module)] = (module, new)
-            weight = getattr(module, "weight", None)
-            if isinstance(weight, torch.Tensor):
-                first = tied.setdefault(id(weight), (weight, new))[1]
-                _share_weight_buffers(first, new)
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent), child, seen[id(module)][1])
-    swapped = {id(new) for _, new in seen.values()}
-    for m in model.modules():
-        if not any(id(sub) in swapped for sub in m.modules()):
-            continue
-        if isinstance(m, nn.TransformerEncoderLayer):
-            m.activation_relu_or_gelu = 0
-        elif isinstance(m, nn.TransformerEncoder):
-            m.use_nested_tensor = False
-    return model
-
-
-def _share_weight_buffers(first: nn.Module, other: nn.Module) -> None:
-    """Make ``other`` hold ``first``'s weight buffers where they are equal (a tied weight)."""
-    if first is other:
-        return
-    for buffer in WEIGHT_BUFFERS:
-        a, b = getattr(first, buffer, None), getattr(other, buffer, None)
-        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b):
-            other._buffers[buffer] = a
-
-
-def calibrate_linears(
-    model: nn.Module,
-    names: Iterable[str],
-    batches: Iterable[Any],
-    observer: Callable[[], Observer],
-) -> dict[str, tuple[Observer, Observer]]:
-    """Run ``batches`` through ``model`` and observe the input and output of each named layer.
-
-    Returns ``{name: (input_observer, output_observer)}``, each made by
-    ``observer()`` and updated with every batch by a forward hook. The pass is
-    lesson 05's :func:`~linquant_helpers.calibration.run_with_hooks`: eval mode, no
-    gradients, one thread, hooks removed and mode restored afterwards. Raises
-    ``ValueError`` if ``batches`` is empty.
-    """
-    observers = {name: (observer(), observer()) for name in names}
-
-    def record(inputs: Observer, outputs: Observer) -> Callable[..., None]:
-        def hook(_module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            inputs.update(args[0])
-            outputs.update(out)
-
-        return hook
-
-    hooks = {name: record(*pair) for name, pair in observers.items()}
-    run_with_hooks(model, batches, hooks=hooks)
-    return observers
-
-
 def quantize_model(
     model: nn.Module,
     method: str = "w8a16",
@@ -517,23 +357,23 @@ def quantize_model(
     skip: Iterable[str] = (),
     group_size: int = 32,
     calibration: Iterable[torch.Tensor] | None = None,
-    observer: Callable[[], Observer] | None = None,
+    observer: Callable[..., Observer] = MinMaxObserver,
 ) -> nn.Module:
     """A copy of ``model`` with its ``nn.Linear`` layers replaced by quantized ones.
 
     ``method`` picks the layer: ``"w8a16"`` (:class:`W8A16Linear`), ``"int4"``
     (:class:`Int4WeightLinear` with ``group_size``) or ``"w8a8"``
-    (:class:`W8A8Linear`), with :func:`swap_modules`: a shared layer becomes one
-    shared quantized layer, a tied weight is stored once, and PyTorch's
-    ``nn.TransformerEncoder``/``nn.TransformerEncoderLayer`` keep working (their
-    fused fast path is turned off where it would bypass a quantized layer).
-    W8A8 needs ``calibration``, batches of model inputs:
-    the float copy runs them once while ``observer()`` instances (default:
-    :func:`int8_activation_observer`) watch each layer's input and output.
-    Modules named in ``skip`` (names as in ``model.named_modules()``, e.g.
-    ``"classifier.4"``), and every layer inside them, stay in float, and so
-    does the output projection of an ``nn.MultiheadAttention`` (see
-    :func:`swappable_linears`). The original model is not modified.
+    (:class:`W8A8Linear`). The layers are those of
+    :func:`~linquant_helpers.surgery.quantizable_layers` (so not the output
+    projection of an ``nn.MultiheadAttention``, which is read, not called), swapped
+    in with :func:`~linquant_helpers.surgery.replace_modules`: a shared layer becomes
+    one shared quantized layer, a tied weight is stored once, and PyTorch's
+    ``nn.TransformerEncoder`` keeps working. W8A8 needs ``calibration``, batches
+    of model inputs: the float copy runs them once while ``observer`` instances
+    (:func:`~linquant_helpers.calibration.calibrate_linears`: signed asymmetric
+    int8) watch each layer's input and output. Modules named in ``skip`` (names
+    as in ``model.named_modules()``, e.g. ``"classifier.4"``), and every layer
+    inside them, stay in float. The original model is not modified.
 
     Raises ``ValueError`` for an unknown ``method`` or ``skip`` name, a missing
     ``calibration`` for W8A8, and a ``group_size`` that does not divide a
@@ -543,9 +383,9 @@ def quantize_model(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     skip = check_skip(model, skip)
     quantized = copy.deepcopy(model)
-    names = swappable_linears(quantized, skip)
+    names = list(quantizable_layers(quantized, (nn.Linear,), skip))
     if method == "w8a16":
-        return swap_modules(quantized, names, lambda name, m: W8A16Linear.from_float(m))
+        return replace_modules(quantized, names, lambda name, m: W8A16Linear.from_float(m))
     if method == "int4":
 
         def to_int4(name: str, linear: nn.Module) -> Int4WeightLinear:
@@ -556,16 +396,10 @@ def quantize_model(
                     f"layer {name!r}: {err}; skip it or pick another group_size"
                 ) from err
 
-        return swap_modules(quantized, names, to_int4)
+        return replace_modules(quantized, names, to_int4)
     if calibration is None:
         raise ValueError("method='w8a8' needs calibration: a few batches of typical inputs")
-    observer = observer or int8_activation_observer
     observers = calibrate_linears(quantized, names, calibration, observer)
-    return swap_modules(
+    return replace_modules(
         quantized, names, lambda name, m: W8A8Linear.from_float(m, *observers[name])
     )
-
-
-def int8_activation_observer() -> MinMaxObserver:
-    """The default activation observer of W8A8: min-max, asymmetric, signed int8 codes."""
-    return MinMaxObserver(bits=8, symmetric=False, signed=True)

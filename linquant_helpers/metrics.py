@@ -1,4 +1,8 @@
-"""How far is the dequantized tensor from the original? Error metrics.
+"""How far is the dequantized tensor from the original, and how far are two models' outputs?
+
+* :func:`mse`, :func:`max_abs_error`, :func:`sqnr_db` - the error of a tensor;
+* :func:`mean_cosine`, :func:`spearman` (with :func:`average_ranks`),
+  :func:`top1_accuracy` - embeddings compared, ranked and retrieved (lesson 08).
 
 All are computed in float64 and returned as Python floats.
 """
@@ -8,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from .validation import check_tensor
 
@@ -53,3 +58,56 @@ def sqnr_db(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     if signal == 0.0:
         return -math.inf
     return 10.0 * math.log10(signal / noise)
+
+
+def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over rows of ``cos(a_i, b_i) = a_i . b_i / (|a_i| |b_i|)``; ``a``, ``b``: ``(N, D)``."""
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(
+            f"a and b must be (N, D) of one shape, got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
+    return float(F.cosine_similarity(a.double(), b.double(), dim=1).mean())
+
+
+def average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..n of the values of a 1-D ``x``, ties given the mean of their ranks (float64).
+
+    ``[10, 20, 20, 30]`` -> ``[1, 2.5, 2.5, 4]``. Sort once; a run of ``c`` equal
+    values that ends at rank ``e`` shares ``e - (c - 1) / 2``.
+    """
+    if x.ndim != 1 or x.numel() == 0:
+        raise ValueError(f"x must be a non-empty 1-D tensor, got shape {tuple(x.shape)}")
+    values, order = torch.sort(x.double())
+    _, run, counts = torch.unique_consecutive(values, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    ranks = torch.empty_like(values)
+    ranks[order] = (ends - (counts - 1) / 2)[run]
+    return ranks
+
+
+def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Spearman's rank correlation: Pearson's correlation of :func:`average_ranks`.
+
+    ``rho = cov(rank x, rank y) / (std(rank x) std(rank y))``, in float64, as
+    ``scipy.stats.spearmanr`` computes it. Raises ``ValueError`` for 1-D tensors
+    of different lengths or fewer than 2 values, and when one of them is constant.
+    """
+    if x.ndim != 1 or x.shape != y.shape or x.numel() < 2:
+        raise ValueError(
+            f"x and y must be 1-D of one length >= 2, got {tuple(x.shape)}, {tuple(y.shape)}"
+        )
+    rx, ry = average_ranks(x), average_ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    norm = rx.norm() * ry.norm()
+    if norm == 0:
+        raise ValueError("x or y is constant: its rank correlation is undefined")
+    return float((rx * ry).sum() / norm)
+
+
+def top1_accuracy(queries: torch.Tensor, corpus: torch.Tensor, answers: torch.Tensor) -> float:
+    """Fraction of queries whose most cosine-similar corpus entry is their answer.
+
+    ``queries`` ``(Q, D)``, ``corpus`` ``(C, D)``, ``answers`` ``(Q,)`` corpus indices.
+    """
+    sims = F.normalize(queries.double(), dim=1) @ F.normalize(corpus.double(), dim=1).T
+    return float((sims.argmax(dim=1) == answers.to(sims.device)).double().mean())

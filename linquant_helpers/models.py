@@ -25,8 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -34,6 +33,8 @@ from pathlib import Path
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from .surgery import single_threaded
 
 EPOCHS = 20
 """Training epochs of :func:`trained_digits_model`: about 98 % test accuracy in a few seconds."""
@@ -46,24 +47,6 @@ WEIGHTS_FILE = "digits_cnn.pt"
 
 WEIGHTS_INFO_FILE = "digits_cnn.json"
 """How the shipped weights were made: seed, epochs, test accuracy, torch version, CPU."""
-
-
-@contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run PyTorch's CPU ops on one thread inside the block, then restore the setting.
-
-    The digits model is so small that splitting its ops over threads costs more
-    than it saves (several times more on a busy machine), and the float sums,
-    hence the trained weights, would depend on the number of cores. On one
-    thread they do not (they may still differ between CPU instruction sets).
-    Also a decorator: ``@single_threaded()``.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)
@@ -199,8 +182,10 @@ def train(
     ``torch.manual_seed(seed)`` fixes everything else. The learning rate
     decays along a cosine to 0; ``weight_decay`` is AdamW's decoupled decay
     (0.01, PyTorch's default). Shows a tqdm bar, one step per epoch
-    (``progress=False`` hides it). Runs :func:`single_threaded`. Leaves the
-    model in eval mode.
+    (``progress=False`` hides it). Runs on one thread
+    (:func:`~linquant_helpers.surgery.single_threaded`): the model is so small that
+    threads cost more than they save, and the trained weights would depend on the
+    number of cores. Leaves the model in eval mode.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs}")
@@ -240,7 +225,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Fraction of ``x`` whose predicted class (argmax of the logits) equals ``y``.
 
     Runs in eval mode (BatchNorm uses its running statistics), on one thread
-    (:func:`single_threaded`), and restores the model's previous mode afterwards.
+    (:func:`~linquant_helpers.surgery.single_threaded`), and restores the model's
+    previous mode afterwards.
     """
     if len(x) != len(y) or len(y) == 0:
         raise ValueError(f"x and y must be non-empty and equally long, got {len(x)} and {len(y)}")

@@ -233,10 +233,8 @@ class _SampleObserver(MinMaxObserver):
       that is 262 144 values per tensor, and never fewer than 4096 per channel. A
       weight observed per group has many short rows (a 384 x 1536 weight in groups
       of 64: 9216 of 64 values); a shared budget would leave each group a handful
-      of values, and a clipping chosen on those can lose to absmax on the rest
-      (notebook 08's model, 4 bits, groups of 64, grid 20: cosine 0.949 with as few
-      as 28 values kept per group, below absmax's 0.954; 0.961 on whole groups). At most
-      ``max(MAX_SAMPLES, 4096 C)`` values are kept (64 MiB for 4096 channels).
+      of values, and a clipping chosen on those can lose to absmax on the rest. At
+      most ``max(MAX_SAMPLES, 4096 C)`` values are kept (64 MiB for 4096 channels).
     * an int: ``max(1, max_samples // C)``, a hard bound shared by the channels.
       Raises ``ValueError`` outside ``[1, 1 << 24]``.
 
@@ -553,17 +551,9 @@ class EntropyObserver(_SampleObserver):
 
     The threshold with the smallest KL divergence wins (the largest one on a
     tie). Before the search, bin 0 gets bin 1's count, as in NVIDIA's
-    ``pytorch-quantization``: after a ReLU about half the values are exactly 0,
-    and that spike would otherwise dominate both distributions. Clip too little and
-    the levels are coarse (``Q`` blurs ``P``); clip too much and the clipped
-    mass piles up in the last bin of ``P``. A known blind spot: ``P`` is the
-    *clipped* distribution, so clipping costs only through that last bin. On
-    data with few distinct values (8-bit pixels), a threshold just past the
-    first non-zero value turns ``P`` into a single spike that ``Q`` matches
-    exactly: KL = 0, the best score, for a range that erases the data. With
-    ``L`` levels the search starts at bin ``L``, so this bites at low bit widths.
-    All thresholds are evaluated at
-    once as rows of a ``(thresholds, bins)`` matrix (about 4 M entries for 2048 bins).
+    ``pytorch-quantization`` (the exact zeros after a ReLU would otherwise dominate
+    both distributions). Notebook 05 shows where this criterion fails (data with
+    few distinct values, at low bit widths).
 
     ``L = 2^bits`` when the range is asymmetric and nothing negative was seen
     (e.g. after a ReLU): the range is ``[0, T]``; otherwise ``L`` is half the
@@ -576,8 +566,7 @@ class EntropyObserver(_SampleObserver):
     Peak extra memory: the sample's (see the base class), plus ``|sample|`` and
     its bin indices (``4 n + 16 n`` bytes, ``n`` values kept), the histogram and its
     prefix sums (``O(bins)``), and the KL search, a chunk of thresholds at a time:
-    about ``8 * 8 * CHUNK_ELEMENTS`` bytes (it was ``8 (bins - L) L`` per matrix:
-    43.8 GB for 16 bits and 200 000 bins).
+    about ``8 * 8 * CHUNK_ELEMENTS`` bytes.
     """
 
     def __init__(self, bits: int = 8, *, bins: int = 2048, **settings) -> None:

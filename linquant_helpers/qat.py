@@ -20,94 +20,97 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
-from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
-from .calibration import fake_quantize_weight
-from .layers import check_skip, find_modules, replace_modules, swap_modules
+from .granularity import Granularity
+from .surgery import QUANTIZABLE, check_skip, find_modules, quantizable_layers, replace_modules
 from .validation import check_float_tensor
-
-QAT_TYPES = (nn.Linear, nn.Conv2d)
+from .weights import fake_quantize_weight
 
 
 def fake_quantize_ste(
-    w: torch.Tensor, bits: int = 4, granularity: str | int = "channel"
+    w: torch.Tensor, bits: int = 4, *, axis: int | None = None, group_size: int | None = None
 ) -> torch.Tensor:
     """Fake quantization of a weight with a straight-through gradient.
 
-    ``w + (fake_quantize_weight(w) - w).detach()``: the value of lesson 05's
-    :func:`~linquant_helpers.calibration.fake_quantize_weight` (symmetric, narrow
-    codes, qparams from ``w``'s current range; ``granularity`` is ``"tensor"``,
-    ``"channel"`` or a group size), and the gradient of the identity.
+    ``w + (fake_quantize_weight(w) - w).detach()``: the value of
+    :func:`~linquant_helpers.weights.fake_quantize_weight` (symmetric, narrow
+    codes, qparams from ``w``'s current range, at the core's ``axis`` /
+    ``group_size`` on ``(out, rest)`` rows), and the gradient of the identity.
     Same shape, dtype and device as ``w``. Raises as ``fake_quantize_weight`` does.
     """
     w = check_float_tensor(w, "w")
-    return w + (fake_quantize_weight(w, bits, granularity) - w).detach()
+    w_q = fake_quantize_weight(w, bits, axis=axis, group_size=group_size)
+    return w + (w_q - w).detach()
 
 
 class QATWrapper(nn.Module):
     """Wrap an ``nn.Linear`` or ``nn.Conv2d`` so that it computes with fake-quantized weights.
 
     ``forward(x)`` calls the wrapped module as if its weight were
-    ``fake_quantize_ste(weight, bits, granularity)``; the bias and the
-    activations stay in float. The float weight remains a parameter of the
+    ``fake_quantize_ste(weight, bits, axis=axis, group_size=group_size)``; the bias and
+    the activations stay in float. The float weight remains a parameter of the
     wrapped module, so any optimizer trains it.
 
     Raises ``TypeError`` for another module type and ``ValueError`` for bad
-    ``bits`` or ``granularity``.
+    ``bits``, ``axis`` or ``group_size``.
     """
 
-    def __init__(self, module: nn.Module, bits: int = 4, granularity: str | int = "channel"):
+    def __init__(
+        self,
+        module: nn.Module,
+        bits: int = 4,
+        *,
+        axis: int | None = None,
+        group_size: int | None = None,
+    ) -> None:
         super().__init__()
-        if not isinstance(module, QAT_TYPES):
+        if not isinstance(module, QUANTIZABLE):
             raise TypeError(f"module must be nn.Linear or nn.Conv2d, got {type(module).__name__}")
-        fake_quantize_weight(module.weight, bits, granularity)  # raises now for bad settings
-        self.module, self.bits, self.granularity = module, bits, granularity
+        fake_quantize_weight(module.weight, bits, axis=axis, group_size=group_size)  # raises now
+        self.module, self.bits, self.axis, self.group_size = module, bits, axis, group_size
 
     def quantized_weight(self) -> torch.Tensor:
         """The weight the forward pass uses: fake-quantized, with a straight-through gradient."""
-        return fake_quantize_ste(self.module.weight, self.bits, self.granularity)
+        return fake_quantize_ste(
+            self.module.weight, self.bits, axis=self.axis, group_size=self.group_size
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # functional_call runs the module's own forward with its weight swapped for w_q.
         return torch.func.functional_call(self.module, {"weight": self.quantized_weight()}, (x,))
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, granularity={self.granularity!r}, straight-through"
+        where = Granularity(torch.Size(), self.axis, self.group_size).describe()
+        return f"bits={self.bits}, {where}, straight-through"
 
 
 def prepare_qat(
-    model: nn.Module, bits: int = 4, granularity: str | int = "channel", *, skip: Iterable[str] = ()
+    model: nn.Module,
+    bits: int = 4,
+    *,
+    axis: int | None = None,
+    group_size: int | None = None,
+    skip: Iterable[str] = (),
 ) -> nn.Module:
-    """A copy of ``model`` with every ``nn.Linear``/``nn.Conv2d`` wrapped in :class:`QATWrapper`.
+    """A copy of ``model`` with every quantizable layer wrapped in :class:`QATWrapper`.
 
-    Modules named in ``skip`` (names as in ``model.named_modules()``), and
-    everything inside them, stay as they are. Before any training, the copy
-    computes what lesson 05's post-training
-    :func:`~linquant_helpers.calibration.quantize_weights` with the same ``bits``
-    and ``granularity`` gives. The original model is untouched.
-
-    The output projection of an ``nn.MultiheadAttention`` stays in float, as in
-    :func:`~linquant_helpers.layers.quantize_model` (the attention reads its
-    ``weight`` directly instead of calling it), so training sees what deployment
-    will run. The wrappers go in with
-    :func:`~linquant_helpers.layers.swap_modules`: a shared layer gets one shared
-    wrapper, and ``nn.TransformerEncoder`` layers run their standard path, which
-    calls the wrappers, instead of the fused one, which would use float weights.
+    The layers are those of :func:`~linquant_helpers.surgery.quantizable_layers`
+    outside ``skip`` (names as in ``model.named_modules()``, and everything inside
+    them), so training sees what deployment will run. Before any training, the
+    copy computes what the post-training
+    :func:`~linquant_helpers.weights.fake_quantize_weights` with the same ``bits``,
+    ``axis`` and ``group_size`` gives. The wrappers go in with
+    :func:`~linquant_helpers.surgery.replace_modules`. The original model is untouched.
 
     Raises ``ValueError`` for a name in ``skip`` that is not a module of ``model``.
     """
     skip = check_skip(model, skip)
 
     def wrap(name: str, module: nn.Module) -> QATWrapper:
-        return QATWrapper(module, bits, granularity)
+        return QATWrapper(module, bits, axis=axis, group_size=group_size)
 
     qat = copy.deepcopy(model)
-    names = [
-        name
-        for name in find_modules(qat, QAT_TYPES, skip)
-        if not isinstance(qat.get_submodule(name), NonDynamicallyQuantizableLinear)
-    ]
-    return swap_modules(qat, names, wrap)
+    return replace_modules(qat, list(quantizable_layers(qat, skip=skip)), wrap)
 
 
 def strip_qat(model: nn.Module) -> nn.Module:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
+from torch import nn
 
-from linquant_helpers import trained_digits_model
+from linquant_helpers import DigitsCNN, fold_batchnorm, trained_digits_model
 
 # Tests import the reference solutions the way the notebooks do: `from solutions import lesson01`.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "notebooks"))
@@ -35,3 +36,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def trained_digits():
     """``(model, data)``: the digits CNN of notebooks 04, 05 and 07, from the shipped weights."""
     return trained_digits_model(0, progress=False)
+
+
+@pytest.fixture
+def folded_cnn() -> nn.Module:
+    """An untrained DigitsCNN with non-trivial BatchNorm statistics, folded."""
+    torch.manual_seed(0)
+    net = DigitsCNN()
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.1)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
+    return fold_batchnorm(net)

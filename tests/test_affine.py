@@ -314,7 +314,7 @@ def test_eps_constant_matches_pytorch_observers():
     assert torch.finfo(torch.float32).eps == EPS
 
 
-# --- issue 11: how far "bit-identical with torch.quantize_per_tensor" goes ----------------
+# --- how far "bit-identical with torch.quantize_per_tensor" goes ----------------
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

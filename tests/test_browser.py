@@ -82,10 +82,10 @@ WIDGET_STATE = """() => {
 
 
 def needs_capstone(path: Path) -> bool:
-    """A notebook whose code uses the capstone module needs the ``capstone`` extra."""
+    """A notebook whose code uses the sentence model needs the ``capstone`` extra."""
     nb = json.loads(path.read_text())
     return any(
-        c["cell_type"] == "code" and "capstone" in "".join(c["source"]) for c in nb["cells"]
+        c["cell_type"] == "code" and "sentence_model" in "".join(c["source"]) for c in nb["cells"]
     )
 
 

@@ -15,9 +15,9 @@ from linquant_helpers import (
     pack,
     qrange,
     quantize,
-    quantize_tensor,
     unpack,
 )
+from linquant_helpers.qtensor import quantize_tensor
 
 pytestmark = pytest.mark.cuda
 

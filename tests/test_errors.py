@@ -20,10 +20,10 @@ from linquant_helpers import (
     qparams_from_range,
     qrange,
     quantize,
-    quantize_tensor,
     sqnr_db,
     unpack,
 )
+from linquant_helpers.qtensor import quantize_tensor
 
 X = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
 Q = torch.zeros(4, 6, dtype=torch.int8)
@@ -366,7 +366,7 @@ def test_quantize_clamps_infinities() -> None:
     assert q.tolist() == [127, -128]
 
 
-# --- issue 11: silent wrong values become clear errors or correct results ------------------
+# --- silent wrong values become clear errors or correct results ------------------
 
 
 def test_qparams_from_range_nan_is_an_error_not_zero_point_int32_min():
@@ -414,7 +414,7 @@ def test_packed_numel_of_a_negative_count():
     assert packed_numel(2**60 + 1, 4) == 2**59 + 1  # exact, past float precision
 
 
-# --- issue 11: errors from deep inside torch become clear errors naming the argument -------
+# --- errors from deep inside torch become clear errors naming the argument -------
 
 
 def test_dequantize_a_torch_quantized_tensor():
@@ -444,7 +444,7 @@ def test_fake_quantize_module_takes_numbers_and_checks_them():
     _raises(ValueError, "scale must be positive and finite, got -1", FakeQuantize, -1.0, 0)
 
 
-# --- issue 11: the sweep. Every public function, each tensor argument, each kind of tensor
+# --- the sweep. Every public function, each tensor argument, each kind of tensor
 # torch cannot compute with here: a TypeError/ValueError that names the argument, never a
 # RuntimeError/AttributeError/NotImplementedError/OverflowError from inside torch.
 
@@ -485,12 +485,11 @@ def _sweep_calls():
         fake_quantize_weight,
         integer_linear,
         quantize_bias,
-        quantize_linear_weight,
         quantize_multiplier,
         requantize,
         weight_offset,
     )
-    from linquant_helpers.calibration import weight_qparams
+    from linquant_helpers.weights import quantize_weight, weight_qparams
 
     f, i8, i32 = torch.float32, torch.int8, torch.int32
     lin = nn.Linear(8, 4)
@@ -516,7 +515,7 @@ def _sweep_calls():
         ("fake_quantize_ste", "w", f, lambda v: fake_quantize_ste(v)),
         ("FakeQuantize scale", "scale", f, lambda v: FakeQuantize(v, 0)),
         ("FakeQuantize forward", "x", f, lambda v: FakeQuantize(0.1, 0)(v)),
-        ("quantize_linear_weight", "weight", f, lambda v: quantize_linear_weight(v, 8)),
+        ("quantize_weight", "weight", f, lambda v: quantize_weight(v, 8)),
         ("quantize_bias", "bias", f, lambda v: quantize_bias(v, 0.1, 0.1)),
         ("quantize_bias scale", "input_scale", f, lambda v: quantize_bias(torch.ones(4), v, 0.1)),
         ("quantize_multiplier", "multiplier", f, lambda v: quantize_multiplier(v)),

@@ -33,8 +33,8 @@ def test_the_package_ste_passes_the_check() -> None:
     # the package's fake_quantize_ste is the same estimator, around its own quantizer
     def straight_through(w, fq):
         return (
-            fake_quantize_ste(w, 4, "tensor")
-            - fake_quantize_ste(w, 4, "tensor").detach()
+            fake_quantize_ste(w, 4)
+            - fake_quantize_ste(w, 4).detach()
             + fq(w).detach()
         )
 

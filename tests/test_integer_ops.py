@@ -252,7 +252,7 @@ def test_integer_path_within_one_output_step_of_float() -> None:
     assert (q_y.int() - quantize(y_ref.float(), s_y, z_y).int()).abs().max() <= 1
 
 
-# --- issue 11: the int32 accumulator never wraps around silently --------------------------
+# --- the int32 accumulator never wraps around silently --------------------------
 
 
 def test_accumulator_overflow_is_an_error_not_a_wrapped_value():

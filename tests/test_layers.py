@@ -21,12 +21,12 @@ from linquant_helpers.layers import (
     Int4WeightLinear,
     W8A8Linear,
     W8A16Linear,
-    module_nbytes,
-    quantize_linear_weight,
     quantize_model,
 )
 from linquant_helpers.observers import MinMaxObserver
 from linquant_helpers.qat import prepare_qat
+from linquant_helpers.surgery import module_nbytes
+from linquant_helpers.weights import quantize_weight
 
 # torch.quantize_per_channel serves as an oracle only; it warns that it is deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:.*quantized tensor creation:UserWarning")
@@ -52,7 +52,7 @@ def w8a8(linear: nn.Linear, x: torch.Tensor) -> W8A8Linear:
 
 def test_int8_weight_codes_match_pytorch_per_channel() -> None:
     w = make_linear().weight.detach()
-    qw = quantize_linear_weight(w, 8)
+    qw = quantize_weight(w, 8, axis=0)
     expected_scale = w.abs().amax(dim=1) / 127  # symmetric, narrow: max|w| maps to 127
     torch.testing.assert_close(qw.scale, expected_scale)
     oracle = torch.quantize_per_channel(
@@ -92,7 +92,7 @@ def test_int4_packs_two_codes_per_byte() -> None:
     layer = Int4WeightLinear.from_float(linear, group_size=32)
     assert layer.weight_packed.dtype == torch.uint8
     assert layer.weight_packed.numel() == 64 * 24 // 2
-    qw = quantize_linear_weight(linear.weight, 4, group_size=32)
+    qw = quantize_weight(linear.weight, 4, group_size=32)
     assert torch.equal(layer.weight_codes(), qw.q)
     assert qw.q.min() >= -7 and qw.q.max() <= 7
     # byte 0 holds codes (0, 0) in its low nibble and (0, 1) in its high nibble, two's complement
@@ -421,7 +421,7 @@ def test_quantize_model_leaves_multihead_attention_projection_in_float() -> None
         torch.testing.assert_close(quantized[1](h, h, h)[0], model[1](h, h, h)[0])
 
 
-# --- issue 11: PyTorch's own transformer modules, shared and tied layers, pruned rows ------
+# --- PyTorch's own transformer modules, shared and tied layers, pruned rows ------
 
 
 METHOD_KW = {"w8a16": {}, "int4": {"group_size": 8}, "w8a8": {}}

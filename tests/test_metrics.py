@@ -1,4 +1,4 @@
-"""Error metrics against hand-computed values and numpy in float64."""
+"""Error metrics against hand-computed values and numpy in float64; rank metrics against scipy."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import stats as scipy_stats  # scikit-learn, a dependency, requires scipy
 
 from linquant_helpers import choose_qparams, fake_quantize, max_abs_error, mse, sqnr_db
+from linquant_helpers.metrics import average_ranks, mean_cosine, spearman, top1_accuracy
 
 
 def test_hand_values():
@@ -72,3 +76,48 @@ def test_sqnr_of_uniform_data_follows_the_6_db_per_bit_rule():
         scale, zp = choose_qparams(x, bits)
         measured = sqnr_db(x, fake_quantize(x, scale, zp, bits))
         assert measured == pytest.approx(20 * math.log10(2**bits - 1), abs=0.1)
+
+
+# ---------------------------------------------------------------- embeddings (lesson 08)
+
+
+def test_average_ranks_by_hand() -> None:
+    ranks = average_ranks(torch.tensor([10.0, 20.0, 20.0, 30.0, 5.0]))
+    assert ranks.tolist() == [2.0, 3.5, 3.5, 5.0, 1.0]
+
+
+@given(
+    st.lists(st.integers(-3, 3), min_size=2, max_size=40).flatmap(
+        lambda xs: st.tuples(
+            st.just(xs), st.lists(st.integers(-5, 5), min_size=len(xs), max_size=len(xs))
+        )
+    )
+)
+def test_spearman_matches_scipy_with_ties(xy) -> None:
+    x, y = (torch.tensor(v, dtype=torch.float64) for v in xy)
+    assert torch.equal(average_ranks(x), torch.tensor(scipy_stats.rankdata(x.numpy())))
+    if len(set(xy[0])) < 2 or len(set(xy[1])) < 2:
+        with pytest.raises(ValueError, match="constant"):
+            spearman(x, y)
+        return
+    expected = scipy_stats.spearmanr(x.numpy(), y.numpy()).statistic
+    assert math.isclose(spearman(x, y), expected, rel_tol=1e-12, abs_tol=1e-12)
+
+
+def test_spearman_float32_and_bad_input() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(50, generator=gen), torch.randn(50, generator=gen)
+    expected = scipy_stats.spearmanr(x.numpy(), y.numpy()).statistic
+    assert math.isclose(spearman(x, y), expected, rel_tol=1e-9)
+    assert spearman(x, 3 * x + 1) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="1-D of one length"):
+        spearman(x, y[:-1])
+
+
+def test_top1_accuracy_and_mean_cosine_by_hand() -> None:
+    corpus = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    queries = torch.tensor([[2.0, 0.1], [0.1, 3.0], [-1.0, -0.2]])  # nearest: 0, 1, 2
+    assert top1_accuracy(queries, corpus, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    b = torch.tensor([[1.0, 1.0], [0.0, -1.0]])
+    assert mean_cosine(a, b) == pytest.approx((1 / math.sqrt(2) - 1) / 2)

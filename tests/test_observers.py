@@ -498,7 +498,7 @@ def test_clip_range_is_kept_until_the_next_update(cls) -> None:
     assert float(obs.clip_range()[1]) > float(first[1])
 
 
-# --- bounded memory: the chunked searches give today's results, bit for bit --------------
+# --- bounded memory: the chunked searches give the unchunked results, bit for bit ---------
 # The references below are unchunked: one concatenation and one stable sort for the
 # sample, one (grid * C, n) matrix for the MSE search, one (thresholds, levels) matrix
 # for the KL search.

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from linquant_helpers import pack, packed_numel, quantize_tensor, unpack
+from linquant_helpers import pack, packed_numel, unpack
+from linquant_helpers.qtensor import quantize_tensor
 
 
 def _i8(values):

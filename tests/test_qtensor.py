@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from linquant_helpers import QTensor, choose_qparams, dequantize, quantize, quantize_tensor
+from linquant_helpers import choose_qparams, dequantize, quantize
+from linquant_helpers.qtensor import QTensor, quantize_tensor
 
 X = torch.randn(8, 16, generator=torch.Generator().manual_seed(0)) + 0.1
 

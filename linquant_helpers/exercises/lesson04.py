@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from ..affine import choose_qparams
-from ..calibration import fake_quantize_weight
 from ..models import fold_conv_bn
+from ..weights import fake_quantize_weight
 from .feedback import (
     SEED,
     CheckResult,
@@ -226,7 +226,7 @@ def check_group_fake_quantize(
     """Check ``group_fake_quantize(w, bits, group_size)`` for a 2-D weight.
 
     Symmetric narrow absmax scale per ``group_size`` consecutive weights of a
-    row, compared with ``fake_quantize_weight(w, bits, group_size)``.
+    row, compared with ``fake_quantize_weight(w, bits, group_size=group_size)``.
     """
 
     def test() -> str | None:
@@ -239,13 +239,13 @@ def check_group_fake_quantize(
                 ties = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, -3.5]) * 0.25
                 w[0, :g] = torch.cat([torch.tensor([1.75]), ties])
                 w[1, g : 2 * g] = torch.cat([torch.tensor([-1.75]), -ties])
-            ref = fake_quantize_weight(w, bits, g)
+            ref = fake_quantize_weight(w, bits, group_size=g)
             got = call(group_fake_quantize, w.clone(), bits, g)
             if problem := tensor_problem(got, w, "group_fake_quantize"):
                 return problem
             if first_difference(got, ref, atol=1e-6, rtol=1e-5) is None:
                 continue
-            by_columns = fake_quantize_weight(w.t().contiguous(), bits, g).t()
+            by_columns = fake_quantize_weight(w.t().contiguous(), bits, group_size=g).t()
             groups = w.double().reshape(rows, -1, g)
             qmax = 2 ** (bits - 1) - 1
             absmax = groups.abs().amax(dim=-1, keepdim=True)
@@ -272,10 +272,10 @@ def check_group_fake_quantize(
                 / (absmax / qmax).expand_as(groups).reshape(w.shape),
                 "one scale per row: that is per-channel; cut each row into groups of "
                 "group_size with w.reshape(rows, -1, group_size)": fake_quantize_weight(
-                    w, bits, "channel"
+                    w, bits, axis=0
                 ),
                 "one scale for the whole tensor: that is per-tensor; cut each row into groups": (
-                    fake_quantize_weight(w, bits, "tensor")
+                    fake_quantize_weight(w, bits)
                 ),
                 "your groups run down the columns; group consecutive weights of each row "
                 "(the last dimension)": by_columns,

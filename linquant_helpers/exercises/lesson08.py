@@ -1,8 +1,8 @@
 """Checks for notebook 08: the size of a packed int4 layer, and SmoothQuant's scales.
 
 Both checks use fresh, seeded inputs (shapes and tensors the notebook never
-shows) and compare with the package's reference in
-:mod:`linquant_helpers.capstone`; they recognize the typical mistakes.
+shows) and compare with the package's references in :mod:`linquant_helpers.weights`
+and :mod:`linquant_helpers.smoothquant`; they recognize the typical mistakes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..capstone import quantized_weight_nbytes, smoothquant_scales
+from ..smoothquant import smoothquant_scales
+from ..weights import quantized_weight_nbytes
 from .feedback import (
     SEED,
     CheckResult,
@@ -45,7 +46,7 @@ def check_packed_nbytes(
     Bytes of an ``(out, in)`` weight stored as ``bits``-bit codes packed
     ``8 // bits`` per byte, plus one float32 scale per group of ``group_size``
     inputs (symmetric: no zero point): ``ceil(out * in * bits / 8) + 4 * out * in / g``.
-    Compared with :func:`~linquant_helpers.capstone.quantized_weight_nbytes`.
+    Compared with :func:`~linquant_helpers.weights.quantized_weight_nbytes`.
     """
 
     def test() -> str | None:
@@ -56,7 +57,9 @@ def check_packed_nbytes(
                 got = got.item()
             if isinstance(got, bool) or not isinstance(got, (int, float)):
                 return f"return a number of bytes (an int), got {type(got).__name__}"
-            expected = quantized_weight_nbytes((out_f, in_f), bits, g, scale_bytes=SCALE_BYTES)
+            expected = quantized_weight_nbytes(
+                (out_f, in_f), bits, group_size=g, scale_bytes=SCALE_BYTES
+            )
             if got == expected:
                 continue
             n, groups = out_f * in_f, out_f * in_f // g
@@ -115,7 +118,7 @@ def check_smoothquant_scales(
     ``s_j = max_t |X_tj|^alpha / max_i |W_ij|^(1 - alpha)``, with ``act_absmax``
     the ``(in,)`` maxima of the activation and ``weight`` the ``(out, in)`` weight
     of ``nn.Linear`` (so the weight's maximum is over dimension 0). Compared with
-    :func:`~linquant_helpers.capstone.smoothquant_scales` at several ``alpha``.
+    :func:`~linquant_helpers.smoothquant.smoothquant_scales` at several ``alpha``.
     """
 
     def test() -> str | None:
