@@ -109,11 +109,11 @@ def quantize_q4_0(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def dequantize_blocks(scale: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """``w_hat = d * q`` per block of 32, in float32: shape of ``codes``, ``(..., K)``."""
     scale, codes = check_tensor(scale, "scale"), check_tensor(codes, "codes")
-    if scale.shape != codes.shape[:-1] + (codes.shape[-1] // BLOCK_SIZE,):
+    expected = tuple(codes.shape[:-1]) + (codes.shape[-1] // BLOCK_SIZE,)
+    if tuple(scale.shape) != expected or codes.ndim == 0 or codes.shape[-1] % BLOCK_SIZE:
         raise ValueError(
             f"scale must hold one value per block of {BLOCK_SIZE} codes: codes of shape "
-            f"{tuple(codes.shape)} need scale of shape "
-            f"{tuple(codes.shape[:-1]) + (codes.shape[-1] // BLOCK_SIZE,)}, got {tuple(scale.shape)}"
+            f"{tuple(codes.shape)} need scale of shape {expected}, got {tuple(scale.shape)}"
         )
     q = codes.reshape(*codes.shape[:-1], -1, BLOCK_SIZE).float()
     return (scale.float().unsqueeze(-1) * q).reshape(codes.shape)
@@ -131,10 +131,9 @@ def encode_blocks(scale: torch.Tensor, codes: torch.Tensor, fmt: str) -> torch.T
     codes = check_tensor(codes, "codes")
     if codes.dtype != torch.int8:
         raise TypeError(f"codes must be int8, got {codes.dtype}")
-    if codes.numel() and not (qmin <= int(codes.min()) and int(codes.max()) <= qmax):
-        raise ValueError(
-            f"{fmt} codes must lie in [{qmin}, {qmax}], got [{int(codes.min())}, {int(codes.max())}]"
-        )
+    low, high = (int(codes.min()), int(codes.max())) if codes.numel() else (0, 0)
+    if low < qmin or high > qmax:
+        raise ValueError(f"{fmt} codes must lie in [{qmin}, {qmax}], got [{low}, {high}]")
     dequantize_blocks(scale, codes)  # checks the shapes
     q = codes.reshape(*codes.shape[:-1], -1, BLOCK_SIZE)
     d = scale.half().contiguous().view(torch.uint8).reshape(*q.shape[:-1], 2)  # little-endian
