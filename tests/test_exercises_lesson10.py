@@ -44,14 +44,11 @@ def test_x_over_d_instead_of_x_times_inverse_passes_on_the_checks_seeds() -> Non
 
 
 def test_block_size_check_rejects_swapped_meaning() -> None:
-    def n_blocks(shape, axis, group_size):
-        return (
-            tuple(
-                shape[axis % len(shape)] if d == axis % len(shape) else 1 for d in range(len(shape))
-            )
-            if axis is not None
-            else sol.block_size(shape, axis, group_size)
-        )  # noqa: E501
+    def n_blocks(shape, axis, group_size):  # per channel: the count of blocks, not their shape
+        if axis is None:
+            return sol.block_size(shape, axis, group_size)
+        axis %= len(shape)
+        return tuple(n if d == axis else 1 for d, n in enumerate(shape))
 
     result = ex.check_block_size(n_blocks)
     assert result.status == FAIL and "shape of one block" in result.message
