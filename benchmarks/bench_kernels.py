@@ -7,9 +7,9 @@ For each batch size, one interleaved timing (``benchmarks/timing.py``) of a
 linear layer as fp32 ``nn.Linear``, ``W8A16Linear`` and ``Int4WeightLinear`` on
 their default path (rebuild the float weight, then ``F.linear``) and on their
 fused path (``layer.fused = True``: :mod:`linquant_helpers.kernels`), with
-float32 and with bfloat16 activations (PyTorch 2.13's x86 kernels are vectorized
-for bfloat16 only), and torchao's weight-only equivalents (float32) when torchao
-is installed. The table gives
+float32 and with bfloat16 activations (PyTorch 2.13's x86 kernels are fast for
+bfloat16 only), and torchao's weight-only equivalents when torchao is installed
+(in bfloat16 too where they take it). The table gives
 each time as a multiple of fp32, the fused path over the naive one, and ours
 over torchao's. :func:`main` returns the times, so that a notebook can say
 which path wins on the machine that measured them.
@@ -85,12 +85,21 @@ def time_batches(
             fns |= {
                 name + BF16: (lambda m=m, x16=x16: m(x16))
                 for name, m in modules.items()
-                if name.startswith(("W8A16", "Int4"))
+                if name != "fp32 nn.Linear" and _takes_bfloat16(m, x16)
             }
             for fn in fns.values():
                 fn()  # the int4 kernel's weight is packed on its first call, not timed
             result[batch] = interleaved_medians(fns, rounds, clock=clock)
     return result
+
+
+def _takes_bfloat16(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``module`` runs on bfloat16 activations (torchao's int4 layer does not)."""
+    try:
+        module(x)
+    except RuntimeError:
+        return False
+    return True
 
 
 def rows(ms: dict[str, float]) -> list[tuple[str, ...]]:
@@ -99,7 +108,7 @@ def rows(ms: dict[str, float]) -> list[tuple[str, ...]]:
     for name, t in ms.items():
         base, bf16 = name.removesuffix(BF16), name.endswith(BF16)
         other = ROWS.get(base) or ""
-        other = ms.get(other + BF16 if bf16 and not other.startswith("torchao") else other)
+        other = ms.get(other + BF16 if bf16 else other)
         out.append(
             (name, f"{t:.3f}", f"{t / fp32:.2f}x", "" if other is None else f"{t / other:.2f}")
         )
