@@ -15,6 +15,7 @@ Read it in lesson order:
 * :mod:`~linquant_helpers.calibration`    - calibrated activations, post-training quantization
 * :mod:`~linquant_helpers.hardware`       - what this CPU does with int8: features, paths, rounding
 * :mod:`~linquant_helpers.integer_ops`    - integer-only matmul and fixed-point requantization
+* :mod:`~linquant_helpers.kernels`        - PyTorch's fused int8/int4 weight-only matmuls
 * :mod:`~linquant_helpers.layers`         - W8A16, W8A8 and packed int4 linear layers
 * :mod:`~linquant_helpers.qat`            - quantization-aware training (straight-through)
 * :mod:`~linquant_helpers.sentence_model` - lesson 08's sentence model and its benchmark

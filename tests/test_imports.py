@@ -34,6 +34,7 @@ ORDER = (
     "calibration",
     "hardware",
     "integer_ops",
+    "kernels",
     "layers",
     "qat",
     "sentence_model",

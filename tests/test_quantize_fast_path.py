@@ -159,3 +159,34 @@ def test_the_formula_rounds_once_on_every_cpu() -> None:
     x, inv = torch.randn(100_000, generator=gen), torch.tensor(1 / 0.0137)
     z = torch.tensor(77.0)
     assert torch.equal(_fma(x, inv, z), torch.addcmul(z, x, inv))
+
+
+# --- the quick qparam checks of large per-group qparams ------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (float("nan"), "scale must be positive and finite"),
+        (0.0, "scale must be positive and finite"),
+        (float("inf"), "scale must be positive and finite"),
+        (1e-45, "so that 1 / scale is finite"),
+    ],
+)
+def test_a_bad_value_among_many_scales_is_named(bad, message):
+    x = torch.randn(64, 2048)
+    scale, zero_point = choose_qparams(x, group_size=32)
+    assert scale.numel() >= affine._QUICK_CHECK_MIN  # the quick check runs first
+    scale[40, 7] = bad
+    with pytest.raises(ValueError, match=message):
+        quantize(x, scale, zero_point, group_size=32)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.int8])
+def test_a_zero_point_out_of_range_among_many_is_named(dtype):
+    x = torch.randn(64, 2048)
+    scale, zero_point = choose_qparams(x, group_size=32, signed=False, bits=4)
+    zero_point = zero_point.to(dtype)
+    zero_point[3, 5] = 16
+    with pytest.raises(ValueError, match=r"zero_point must be an integer in \[0, 15\], got 16"):
+        quantize(x, scale, zero_point, bits=4, signed=False, group_size=32)

@@ -1,0 +1,96 @@
+"""Fused weight-only matmuls: PyTorch's packed-weight CPU kernels behind three small functions.
+
+The layers of :mod:`~linquant_helpers.layers` rebuild a float weight and call an
+ordinary matmul (``naive``: dequantize, then ``F.linear``). A fused kernel reads
+the integer codes and scales inside the matmul instead:
+
+* int8, one scale per output channel (``torch._weight_int8pack_mm``)::
+
+      y[m, n] = s[n] * sum_k x[m, k] q[n, k]
+
+* int4, one scale per group of ``g`` inputs (``torch._weight_int4pack_mm_for_cpu``)::
+
+      y[m, n] = sum_k x[m, k] (s[n, k // g] q[n, k])
+
+  with the codes repacked once by :func:`pack_int4_weight` into the kernel's layout.
+
+Both are the layer's formula, but not its rounding: they add the products in
+float32 in their own order (vectorized lanes, blocks of ``k``), and the int8
+kernel multiplies by the scale after the sum, not before. So their results
+differ from the naive path's in the last bits; ``tests/test_kernels.py``
+bounds the difference, and checks bit identity where nothing rounds. The kernels
+run on the CPU, for float32, bfloat16 and float16 activations, and take their
+scales in the activations' dtype: in bfloat16 the scales are rounded to 8
+significant bits, a change of up to 0.4% per scale. Which activation dtypes
+they are fast for depends on the PyTorch build and the CPU:
+``benchmarks/bench_kernels.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+INT4_GROUP_SIZES = (32, 64, 128, 256)
+"""The group sizes ``torch._weight_int4pack_mm_for_cpu`` accepts."""
+
+INT4_N_MULTIPLE = 16
+"""The int4 kernel's packing needs the number of output features to be a multiple of this."""
+
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+"""Activation dtypes the kernels take (not float64)."""
+
+
+def int4_kernel_available() -> bool:
+    """Whether this PyTorch has the CPU int4 kernel (added in PyTorch 2.5)."""
+    return hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu")
+
+
+def int4_kernel_supports(out_features: int, group_size: int) -> str | None:
+    """Why the int4 kernel cannot run a layer of this shape, or None if it can."""
+    if not int4_kernel_available():
+        return f"this PyTorch ({torch.__version__}) has no _weight_int4pack_mm_for_cpu"
+    if group_size not in INT4_GROUP_SIZES:
+        return f"the int4 kernel takes group_size in {INT4_GROUP_SIZES}, got {group_size}"
+    if out_features % INT4_N_MULTIPLE:
+        return (
+            f"the int4 kernel needs out_features to be a multiple of {INT4_N_MULTIPLE}, "
+            f"got {out_features}"
+        )
+    return None
+
+
+def int8_weight_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``y = (x q^T) * s``: ``x`` ``(M, K)`` float, ``q`` int8 ``(N, K)``, ``s`` ``(N,)``.
+
+    Returns ``(M, N)`` in ``x``'s dtype; the scale is cast to it, as the kernel requires.
+    """
+    return torch._weight_int8pack_mm(x, q, scale.to(x.dtype))
+
+
+def pack_int4_weight(codes: torch.Tensor) -> torch.Tensor:
+    """Repack signed 4-bit codes ``(N, K)`` in ``[-8, 7]`` into the int4 kernel's layout.
+
+    The kernel stores unsigned nibbles and subtracts 8 from each: ``u = q + 8``.
+    Returns uint8 ``(N, K / 2)``; done once, when a layer is converted.
+    """
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32) + 8, 1)
+
+
+def int4_scales_and_zeros(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The kernel's ``(K / g, N, 2)`` table of per-group scales and offsets, in ``dtype``.
+
+    The kernel computes ``w = (u - 8) * scale + offset``; symmetric codes have offset 0.
+    """
+    scale_t = scale.t().to(dtype)
+    return torch.stack((scale_t, torch.zeros_like(scale_t)), dim=-1).contiguous()
+
+
+def int4_weight_matmul(
+    x: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.Tensor, group_size: int
+) -> torch.Tensor:
+    """``y[m, n] = sum_k x[m, k] s[n, k // g] q[n, k]`` with the weight from
+    :func:`pack_int4_weight` and the table from :func:`int4_scales_and_zeros` (in ``x``'s dtype).
+
+    ``x`` is ``(M, K)``; returns ``(M, N)`` in ``x``'s dtype.
+    """
+    return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, group_size, scales_and_zeros)
