@@ -16,6 +16,9 @@ Read it in lesson order:
 * :mod:`~linquant_helpers.layers`      - W8A16, W8A8 and packed int4 linear layers
 * :mod:`~linquant_helpers.qat`         - quantization-aware training (straight-through)
 * :mod:`~linquant_helpers.capstone`    - the pretrained transformer of lesson 08
+* :mod:`~linquant_helpers.gptq`        - GPTQ: error-compensating rounding (lesson 09)
+* :mod:`~linquant_helpers.awq`         - AWQ-style activation-aware weight scaling (lesson 09)
+* :mod:`~linquant_helpers.formats`     - FP4 E2M1, NF4 and k-means 4-bit grids (lesson 09)
 * :mod:`~linquant_helpers.exercises`   - the automatic checks of the exercises
 
 Run every notebook headless with ``python -m linquant_helpers.run_notebooks``.
@@ -88,5 +91,18 @@ from .qat import QATWrapper, fake_quantize_ste, prepare_qat, strip_qat
 
 # Lesson 08: the capstone transformer. No re-exports: `from linquant_helpers import capstone`
 # (its model needs the optional extra: python -m pip install -e ".[capstone]").
+
+# Lesson 09: beyond round-to-nearest.
+# isort: split
+from .awq import AWQResult, awq_quantize_model, awq_scales, awq_search
+from .formats import (
+    dequantize_codebook,
+    fake_quantize_codebook,
+    fp4_e2m1_grid,
+    kmeans_codebook,
+    nf4_grid,
+    quantize_to_codebook,
+)
+from .gptq import GPTQResult, gptq_quantize, gptq_quantize_model, hessian, layer_inputs
 
 __version__ = "0.1.0"
