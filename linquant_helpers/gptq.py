@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .affine import choose_qparams, dequantize, quantize
+from .affine import choose_qparams, dequantize, qrange
 from .granularity import Granularity
 from .validation import check_bits, check_float_tensor
 
@@ -131,6 +131,7 @@ def gptq_quantize(
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
     narrow = symmetric  # symmetric codes are narrow ([-7, 7] at 4 bits), as in lessons 05-08
+    qmin, qmax = qrange(bits, signed=True, narrow=narrow)
     per = {"group_size": group_size} if group_size else {"axis": 0}
     static = group_size is None or act_order
     if static:
@@ -167,14 +168,31 @@ def gptq_quantize(
             col = int(order[j])
             g = col // group_size if group_size else None
             s, z = (scale, zero_point) if g is None else (scale[:, g], zero_point[:, g])
-            q = quantize(block[:, i], s, z, bits, narrow=narrow, axis=0)
+            q, w_hat = _round_column(block[:, i], s, z, qmin, qmax)
             codes[:, j] = q
-            err = (block[:, i] - dequantize(q, s, z, axis=0).double()) / u[j, j]
+            err = (block[:, i] - w_hat) / u[j, j]
             block[:, i:] -= err.unsqueeze(1) * u[j, j:b1]  # this block, now
             errors[:, i] = err
         w[:, b1:] -= errors @ u[b0:b1, b1:]  # the later blocks, in one matmul (lazy batch)
     codes = codes[:, torch.argsort(order)]
     return GPTQResult(dequantize(codes, scale, zero_point, **per), codes, scale, zero_point)
+
+
+def _round_column(
+    col: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The core's ``quantize`` and ``dequantize`` of one float64 column, per row, without checks.
+
+    ``q = clamp(round(col * (1 / s) + z), qmin, qmax)`` in float64 with ``1 / s``
+    taken in float32, and ``w_hat = (q - z) * s`` in float32, as
+    :func:`~linquant_helpers.affine.quantize` and ``dequantize`` compute them for
+    float64 input. GPTQ rounds one column at a time, thousands of them; the
+    core's checks of every call cost ten times the arithmetic, and ``choose_qparams``
+    made these qparams valid. ``tests/test_gptq.py`` proves the two bit-identical.
+    Returns the int8 codes and ``w_hat`` in float64.
+    """
+    q = torch.clamp(torch.round(col * (1 / scale).double() + zero_point.double()), qmin, qmax)
+    return q.to(torch.int8), ((q.float() - zero_point.float()) * scale).double()
 
 
 def layer_inputs(
@@ -187,7 +205,8 @@ def layer_inputs(
 
     ``model(dict(features))`` runs once with forward pre-hooks; a layer's input
     ``(batch, seq, in)`` keeps the tokens where ``mask`` ``(batch, seq)`` is
-    nonzero (padding carries no text), all of them when ``mask`` is ``None``.
+    nonzero (padding carries no text), all of them when ``mask`` is ``None``;
+    an input of another shape (a pooler's ``(batch, in)``) is kept whole.
     Returns float64 ``(tokens, in)`` per name (the model's own dtype, upcast).
     Raises ``ValueError`` for a name that is not an ``nn.Linear`` of ``model``.
     """
@@ -200,7 +219,7 @@ def layer_inputs(
     def hook(name: str):
         def keep(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             x = args[0].detach()
-            if mask is not None:
+            if mask is not None and x.shape[:-1] == mask.shape:  # (batch, seq, in): drop padding
                 x = x[mask.to(torch.bool)]
             captured[name] = x.reshape(-1, x.shape[-1]).double()
 

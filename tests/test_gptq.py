@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linquant_helpers import choose_qparams, dequantize, fake_quantize, quantize
-from linquant_helpers.gptq import gptq_quantize, hessian
+from linquant_helpers.gptq import _round_column, gptq_quantize, hessian
 
 
 def _inputs(seed: int, out: int, n_in: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,3 +189,17 @@ def test_gptq_shape_errors() -> None:
         gptq_quantize(w.long(), hessian(x))
     with pytest.raises(ValueError, match="at least one row"):
         hessian(torch.empty(0, 4))
+
+
+@pytest.mark.parametrize(("bits", "symmetric"), [(4, True), (3, False), (8, True), (2, False)])
+def test_round_column_is_the_cores_quantize_and_dequantize(bits, symmetric) -> None:
+    gen = torch.Generator().manual_seed(bits)
+    w = torch.randn(64, 16, generator=gen, dtype=torch.float64)
+    scale, zp = choose_qparams(w, bits, symmetric=symmetric, narrow=symmetric, axis=0)
+    steps = torch.randint(-8, 8, (64,), generator=gen).double()
+    for col in (w[:, 0], w[:, 0] * 3, (steps + 0.5) * scale.double()):  # ties, out of range
+        q_core = quantize(col, scale, zp, bits, narrow=symmetric, axis=0)
+        qmin, qmax = -(2 ** (bits - 1)) + symmetric, 2 ** (bits - 1) - 1
+        q, w_hat = _round_column(col, scale, zp, qmin, qmax)
+        assert torch.equal(q, q_core)
+        assert torch.equal(w_hat, dequantize(q_core, scale, zp, axis=0).double())
