@@ -103,6 +103,13 @@ from .formats import (
     nf4_grid,
     quantize_to_codebook,
 )
-from .gptq import GPTQResult, gptq_quantize, gptq_quantize_model, hessian, layer_inputs
+from .gptq import (
+    GPTQResult,
+    gptq_quantize,
+    gptq_quantize_model,
+    hessian,
+    layer_inputs,
+    obq_update,
+)
 
 __version__ = "0.1.0"

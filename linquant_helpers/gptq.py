@@ -15,7 +15,7 @@ the upper Cholesky factor ``U`` of ``H^-1`` (``H^-1 = U^T U``), all computed onc
 and applies the updates of a block of columns to the rest in one matmul (lazy
 batch updates). Everything runs in float64, so the codes are the same on every CPU.
 
-* :func:`hessian`: ``H = 2 X^T X / n``;
+* :func:`hessian`: ``H = 2 X^T X / n``; :func:`obq_update`: one OBQ step, the formula above;
 * :func:`gptq_quantize`: one weight, per output channel or per group, optional
   act-order; returns codes, qparams and the dequantized weight (:class:`GPTQResult`);
 * :func:`layer_inputs`, :func:`gptq_quantize_model`: every ``nn.Linear`` of a model.
@@ -67,6 +67,24 @@ def hessian(x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"x must be (..., in) with at least one row, got shape {tuple(x.shape)}")
     rows = x.detach().reshape(-1, x.shape[-1]).double()
     return 2.0 * rows.T @ rows / rows.shape[0]
+
+
+def obq_update(w: torch.Tensor, q: torch.Tensor, h_inv: torch.Tensor) -> torch.Tensor:
+    """One OBQ step: column 0 of ``w`` is rounded to ``q``; return the other columns, moved.
+
+    ``W_rest' = W_rest - (w_0 - q) / [H^-1]_00 * [H^-1]_{0, 1:}``: the outer product of
+    the error of column 0, divided by ``[H^-1]_00``, with row 0 of ``H^-1`` beyond its
+    diagonal. ``w`` is ``(out, n)``, ``q`` ``(out,)``, ``h_inv`` ``(n, n)``; returns
+    ``(out, n - 1)`` in float64. Raises ``ValueError`` for shapes that do not fit.
+    """
+    if w.ndim != 2 or q.shape != w.shape[:1] or h_inv.shape != (w.shape[1], w.shape[1]):
+        raise ValueError(
+            f"w must be (out, n), q (out,) and h_inv (n, n); got {tuple(w.shape)}, "
+            f"{tuple(q.shape)} and {tuple(h_inv.shape)}"
+        )
+    w, h_inv = w.double(), h_inv.double()
+    err = (w[:, 0] - q.double()) / h_inv[0, 0]
+    return w[:, 1:] - err.unsqueeze(1) * h_inv[0, 1:]
 
 
 def _check_settings(
