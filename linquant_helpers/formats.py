@@ -128,8 +128,8 @@ def kmeans_codebook(
     """``k`` levels per row that minimize ``sum_j (w_j - c_{i_j})^2``: Lloyd's algorithm.
 
     Start from the row's quantiles ``(2m + 1) / (2k)``, ``m = 0..k-1``; then
-    ``iters`` times: assign each value to its nearest level (the lower one on a
-    tie), and move each level to the mean of its values (a level with no values
+    ``iters`` times: assign each value to its nearest level (the lower one at a
+    midpoint), and move each level to the mean of its values (a level with no values
     stays put). ``rows`` is ``(R, n)``; returns ``(centroids, indices)``:
     float64 centroids ``(R, k)``, sorted, and the int64 indices ``(R, n)`` of
     each value's nearest final centroid. Raises ``ValueError`` for ``rows`` that
@@ -147,12 +147,14 @@ def kmeans_codebook(
     centroids = torch.quantile(w, q, dim=1).T.contiguous()  # (R, k)
 
     def assign(c: torch.Tensor) -> torch.Tensor:
-        return (w.unsqueeze(-1) - c.unsqueeze(1)).abs().argmin(dim=-1)  # (R, n)
+        # In 1-D the nearest of sorted levels is found between midpoints: a value at
+        # or below the midpoint of levels m and m+1 goes to m. No (R, n, k) distances.
+        return torch.searchsorted((c[:, 1:] + c[:, :-1]) / 2, w)  # (R, n)
 
     for _ in range(iters):
         idx = assign(centroids)
         sums = torch.zeros_like(centroids).scatter_add_(1, idx, w)
         counts = torch.zeros_like(centroids).scatter_add_(1, idx, torch.ones_like(w))
         centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
-    centroids = centroids.sort(dim=1).values
+        centroids = centroids.sort(dim=1).values  # an empty level, kept in place, may be out of order
     return centroids, assign(centroids)

@@ -173,44 +173,52 @@ def gptq_quantize(
     if group_size and not act_order:  # a block holds whole groups: each group is rounded in one
         block_size = group_size * max(1, block_size // group_size)
     codes = torch.empty(out, n, dtype=torch.int8, device=w.device)
+    columns, diag = order.tolist(), u.diagonal().tolist()  # Python numbers: no tensor per step
+    group_of = [col // group_size if group_size else None for col in columns]
+    qparams, current = _column_qparams(scale, zero_point), None
     for b0 in range(0, n, block_size):
         b1 = min(b0 + block_size, n)
-        block, errors = w[:, b0:b1].clone(), torch.zeros(out, b1 - b0, dtype=w.dtype)
+        block, errors = w[:, b0:b1].clone(), torch.empty(out, b1 - b0, dtype=w.dtype)
         for i in range(b1 - b0):
-            j = b0 + i
+            j, g = b0 + i, group_of[b0 + i]
             if not static and j % group_size == 0:  # a new group: qparams from its updated columns
                 s, z = choose_qparams(
                     block[:, i : i + group_size], bits, symmetric=symmetric, narrow=narrow, axis=0
                 )
-                scale[:, j // group_size], zero_point[:, j // group_size] = s, z
-            col = int(order[j])
-            g = col // group_size if group_size else None
-            s, z = (scale, zero_point) if g is None else (scale[:, g], zero_point[:, g])
-            q, w_hat = _round_column(block[:, i], s, z, qmin, qmax)
-            codes[:, j] = q
-            err = (block[:, i] - w_hat) / u[j, j]
-            block[:, i:] -= err.unsqueeze(1) * u[j, j:b1]  # this block, now
-            errors[:, i] = err
+                scale[:, g], zero_point[:, g] = s, z
+            if g is not None and g != current:
+                qparams, current = _column_qparams(scale[:, g], zero_point[:, g]), g
+            codes[:, j], w_hat = _round_column(block[:, i], qparams, qmin, qmax)
+            errors[:, i] = err = (block[:, i] - w_hat) / diag[j]
+            block[:, i:].addr_(err, u[j, j:b1], alpha=-1)  # this block, now: w -= e_j U_j
         w[:, b1:] -= errors @ u[b0:b1, b1:]  # the later blocks, in one matmul (lazy batch)
     codes = codes[:, torch.argsort(order)]
     return GPTQResult(dequantize(codes, scale, zero_point, **per), codes, scale, zero_point)
 
 
+def _column_qparams(scale: torch.Tensor, zero_point: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(1 / scale`` in float32 then float64, ``zero_point`` in float64, ``scale``,
+    ``zero_point`` in float32): what :func:`_round_column` needs, computed once per group."""
+    return (1 / scale).double(), zero_point.double(), scale, zero_point.float()
+
+
 def _round_column(
-    col: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int
+    col: torch.Tensor, qparams: tuple[torch.Tensor, ...], qmin: int, qmax: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The core's ``quantize`` and ``dequantize`` of one float64 column, per row, without checks.
 
     ``q = clamp(round(col * (1 / s) + z), qmin, qmax)`` in float64 with ``1 / s``
     taken in float32, and ``w_hat = (q - z) * s`` in float32, as
     :func:`~linquant_helpers.affine.quantize` and ``dequantize`` compute them for
-    float64 input. GPTQ rounds one column at a time, thousands of them; the
-    core's checks of every call cost ten times the arithmetic, and ``choose_qparams``
-    made these qparams valid. ``tests/test_gptq.py`` proves the two bit-identical.
-    Returns the int8 codes and ``w_hat`` in float64.
+    float64 input (``qparams`` from :func:`_column_qparams`). GPTQ rounds one
+    column at a time, thousands of them; the core's checks of every call cost ten
+    times the arithmetic, and ``choose_qparams`` made these qparams valid.
+    ``tests/test_gptq.py`` proves the two bit-identical. Returns the int8 codes
+    and ``w_hat`` in float64.
     """
-    q = torch.clamp(torch.round(col * (1 / scale).double() + zero_point.double()), qmin, qmax)
-    return q.to(torch.int8), ((q.float() - zero_point.float()) * scale).double()
+    inv_scale, zero_point, scale, zero_point_f = qparams
+    q = torch.clamp(torch.round(col * inv_scale + zero_point), qmin, qmax)
+    return q.to(torch.int8), ((q.float() - zero_point_f) * scale).double()
 
 
 def layer_inputs(

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linquant_helpers import choose_qparams, dequantize, fake_quantize, quantize
-from linquant_helpers.gptq import _round_column, gptq_quantize, hessian
+from linquant_helpers.gptq import _column_qparams, _round_column, gptq_quantize, hessian
 
 
 def _inputs(seed: int, out: int, n_in: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,6 +200,6 @@ def test_round_column_is_the_cores_quantize_and_dequantize(bits, symmetric) -> N
     for col in (w[:, 0], w[:, 0] * 3, (steps + 0.5) * scale.double()):  # ties, out of range
         q_core = quantize(col, scale, zp, bits, narrow=symmetric, axis=0)
         qmin, qmax = -(2 ** (bits - 1)) + symmetric, 2 ** (bits - 1) - 1
-        q, w_hat = _round_column(col, scale, zp, qmin, qmax)
+        q, w_hat = _round_column(col, _column_qparams(scale, zp), qmin, qmax)
         assert torch.equal(q, q_core)
         assert torch.equal(w_hat, dequantize(q_core, scale, zp, axis=0).double())
