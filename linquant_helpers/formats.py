@@ -156,5 +156,6 @@ def kmeans_codebook(
         sums = torch.zeros_like(centroids).scatter_add_(1, idx, w)
         counts = torch.zeros_like(centroids).scatter_add_(1, idx, torch.ones_like(w))
         centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
-        centroids = centroids.sort(dim=1).values  # an empty level, kept in place, may be out of order
+        # an empty level keeps its place and may fall out of order: sort again
+        centroids = centroids.sort(dim=1).values
     return centroids, assign(centroids)

@@ -175,7 +175,8 @@ def gptq_quantize(
     codes = torch.empty(out, n, dtype=torch.int8, device=w.device)
     columns, diag = order.tolist(), u.diagonal().tolist()  # Python numbers: no tensor per step
     group_of = [col // group_size if group_size else None for col in columns]
-    qparams, current = _column_qparams(scale, zero_point), None
+    qparams = _column_qparams(scale, zero_point) if group_size is None else None
+    current = None
     for b0 in range(0, n, block_size):
         b1 = min(b0 + block_size, n)
         block, errors = w[:, b0:b1].clone(), torch.empty(out, b1 - b0, dtype=w.dtype)
