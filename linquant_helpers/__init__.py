@@ -20,6 +20,9 @@ Read it in lesson order:
 * :mod:`~linquant_helpers.qat`            - quantization-aware training (straight-through)
 * :mod:`~linquant_helpers.sentence_model` - lesson 08's sentence model and its benchmark
 * :mod:`~linquant_helpers.smoothquant`    - dynamic W8A8 activations and SmoothQuant
+* :mod:`~linquant_helpers.gptq`           - GPTQ: error-compensating rounding (lesson 09)
+* :mod:`~linquant_helpers.awq`            - AWQ-style activation-aware weight scaling (lesson 09)
+* :mod:`~linquant_helpers.formats`        - FP4 E2M1, NF4 and k-means 4-bit grids (lesson 09)
 * :mod:`~linquant_helpers.gguf_blocks`    - llama.cpp's Q8_0 and Q4_0 blocks (lesson 10)
 * :mod:`~linquant_helpers.runtimes`       - torchao's words, ONNX Runtime's QDQ (lesson 10)
 * :mod:`~linquant_helpers.exercises`      - the automatic checks of the exercises
@@ -81,5 +84,25 @@ from .qat import QATWrapper, fake_quantize_ste, prepare_qat, strip_qat
 
 # Lesson 08: no re-exports; `from linquant_helpers import sentence_model, smoothquant`
 # (the sentence model needs the optional extra: python -m pip install -e ".[capstone]").
+
+# Lesson 09: beyond round-to-nearest.
+# isort: split
+from .awq import AWQResult, awq_quantize_model, awq_scales, awq_search
+from .formats import (
+    dequantize_codebook,
+    fake_quantize_codebook,
+    fp4_e2m1_grid,
+    kmeans_codebook,
+    nf4_grid,
+    quantize_to_codebook,
+)
+from .gptq import (
+    GPTQResult,
+    gptq_quantize,
+    gptq_quantize_model,
+    hessian,
+    layer_inputs,
+    obq_update,
+)
 
 __version__ = "0.1.0"

@@ -1313,6 +1313,99 @@ for _fn, _how in [
     right(*L7S, _how)(_fn)
 
 
+# ================================================================ lesson 09
+
+L9U = ("lesson09", "check_obq_update")
+
+
+def _obq(*, sign=-1, divide=True, own_diag=False, skip=1, keep_first=False):
+    def obq_update(w, q, h_inv):
+        err = (w[:, 0] - q).unsqueeze(1)
+        row = h_inv[0, skip : skip + w.shape[1] - 1]
+        if divide:
+            err = err / (h_inv.diagonal()[1:] if own_diag else h_inv[0, 0])
+        rest = w[:, 1:] + sign * err * row
+        return torch.cat([q.unsqueeze(1), rest], dim=1) if keep_first else rest
+
+    return obq_update
+
+
+for _fn, _mistake, _expect in [
+    (_obq(sign=1), "adds the error instead of subtracting it", "wrong sign"),
+    (_obq(divide=False), "forgets to divide by [H^-1]_00", "not divided by [H^-1]_00"),
+    (_obq(own_diag=True), "divides each column by its own diagonal entry", "its own diagonal"),
+    (_obq(skip=0), "takes row 0 of H^-1 from its diagonal on", "h_inv[0, 1:]"),
+    (_obq(keep_first=True), "returns the rounded column too", "drop column 0"),
+    (lambda w, q, h_inv: w[:, 1:], "does not move the other columns", "not moved"),
+    (lambda w, q, h_inv: w[:, 1:].T, "returns the transpose", "shape"),
+    (lambda w, q, h_inv: 0.0, "returns a number", "must return a torch.Tensor"),
+]:
+    wrong(*L9U, _mistake, _expect)(_fn)
+
+for _fn, _how in [
+    (
+        lambda w, q, h_inv: w[:, 1:] - ((w[:, :1] - q[:, None]) / h_inv[0, 0]) @ h_inv[:1, 1:],
+        "a matmul of a column by a row",
+    ),
+    (
+        lambda w, q, h_inv: w[:, 1:] + torch.outer(q - w[:, 0], h_inv[1:, 0]) / h_inv[0, 0],
+        "column 0 of the symmetric H^-1, error as q - w",
+    ),
+]:
+    right(*L9U, _how)(_fn)
+
+L9E = ("lesson09", "check_decode_e2m1")
+
+
+def _e2m1(*, bias=1, subnormal=True, signed=True, mantissa=0.5):
+    def decode_e2m1(codes):
+        sign = 1 - 2 * (codes >> 3) if signed else torch.ones_like(codes)
+        e, m = ((codes >> 1) & 3).double(), (codes & 1).double()
+        normal = 2.0 ** (e - bias) * (1 + mantissa * m)
+        low = m * 2.0 ** (1 - bias) * mantissa if subnormal else normal
+        return sign * torch.where(e > 0, normal, low)
+
+    return decode_e2m1
+
+
+for _fn, _mistake, _expect in [
+    (_e2m1(subnormal=False), "no subnormals", "subnormal"),
+    (_e2m1(bias=0), "exponent bias 0", "bias is 1"),
+    (_e2m1(signed=False), "ignores the sign bit", "sign bit"),
+    (_e2m1(mantissa=1.0), "mantissa bit worth 1", "worth 1/2"),
+    (
+        lambda c: (
+            (1 - 2 * (c >> 3))
+            * torch.where((c & 3) > 0, 2.0 ** ((c & 3).double() - 1), 0.0)
+            * torch.where((c & 3) > 0, 1 + ((c >> 2) & 1).double() / 2, 1.0)
+        ),
+        "exponent and mantissa bits swapped",
+        "swapped",
+    ),
+    (lambda c: (c - 8).double() / 2, "a linear grid", "expected"),
+    (lambda c: (c & 7).double(), "returns integers as floats", "code"),
+    (lambda c: c & 7, "returns integer codes", "floating-point"),
+]:
+    wrong(*L9E, _mistake, _expect)(_fn)
+
+for _fn, _how in [
+    (
+        lambda c: torch.tensor([0, 0.5, 1, 1.5, 2, 3, 4, 6, 0, -0.5, -1, -1.5, -2, -3, -4, -6])[c],
+        "a lookup table",
+    ),
+    (
+        lambda c: (
+            torch.where(c >= 8, -1.0, 1.0)
+            * torch.where(
+                (c & 6) == 0, 0.5 * (c & 1), 2.0 ** (((c & 6) >> 1) - 1) * (1 + 0.5 * (c & 1))
+            )
+        ),
+        "masks instead of shifts",
+    ),
+]:
+    right(*L9E, _how)(_fn)
+
+
 L10Q = ("lesson10", "check_q8_0_quantize")
 
 

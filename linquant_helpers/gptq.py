@@ -1,0 +1,284 @@
+"""GPTQ: round a weight column by column; the columns not yet rounded absorb the error (lesson 09).
+
+For a linear layer ``y = W x`` and calibration inputs ``X`` (``n`` rows of ``in``
+features), the layer-output error of a rounded weight ``W_hat`` is, row by row,
+``|(W - W_hat) X^T|^2 = (w - w_hat) H (w - w_hat)^T / 2`` with the Hessian
+``H = 2 X^T X / n``. Optimal Brain Quantization (OBQ, Frantar & Alistarh 2022)
+rounds one column ``j`` and moves the other, still free, columns ``F`` to the
+best place for the error it made::
+
+    delta_F = -(w_j - q_j) / [H_F^-1]_jj * [H_F^-1]_{j, F}
+
+then removes ``j`` from ``F``. GPTQ (Frantar et al. 2022) keeps a fixed column
+order, which makes the rows ``[H_F^-1]_{j, F} / sqrt([H_F^-1]_jj)`` the rows of
+the upper Cholesky factor ``U`` of ``H^-1`` (``H^-1 = U^T U``), all computed once,
+and applies the updates of a block of columns to the rest in one matmul (lazy
+batch updates). Everything runs in float64, so the codes are the same on every CPU.
+
+* :func:`hessian`: ``H = 2 X^T X / n``; :func:`obq_update`: one OBQ step, the formula above;
+* :func:`gptq_quantize`: one weight, per output channel or per group, optional
+  act-order; returns codes, qparams and the dequantized weight (:class:`GPTQResult`);
+* :func:`layer_inputs`, :func:`gptq_quantize_model`: every ``nn.Linear`` of a model.
+
+Rounding, qparams and granularity are the core's: :func:`~linquant_helpers.affine.choose_qparams`,
+:func:`~linquant_helpers.affine.quantize`, :func:`~linquant_helpers.affine.dequantize`,
+with ``axis=0`` (per output channel) or ``group_size=g``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .affine import choose_qparams, dequantize, qrange
+from .granularity import Granularity
+from .validation import check_bits, check_float_tensor
+
+
+class GPTQResult(NamedTuple):
+    """What :func:`gptq_quantize` returns.
+
+    ``codes`` ``(out, in)`` int8, in the weight's own column order; ``scale``
+    (float32) and ``zero_point`` (int32) of shape ``(out,)`` per channel or
+    ``(out, in // g)`` per group; ``weight = dequantize(codes, scale, zero_point)``,
+    float32, the weight a quantized layer computes with.
+    """
+
+    weight: torch.Tensor
+    codes: torch.Tensor
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+
+
+def hessian(x: torch.Tensor) -> torch.Tensor:
+    """``H = 2 X^T X / n`` of inputs ``x`` ``(..., in)``, all leading dims as ``n`` rows; float64.
+
+    The Hessian of ``|W X^T - W_hat X^T|^2 / n`` with respect to each row of
+    ``W_hat``. Its rank is at most ``n``: with fewer rows than features it is
+    singular, which is what damping (:func:`gptq_quantize`'s ``damp``) is for.
+    Raises ``ValueError`` for a 0-d or empty ``x``.
+    """
+    x = check_float_tensor(x)
+    if x.ndim == 0 or x.numel() == 0:
+        raise ValueError(f"x must be (..., in) with at least one row, got shape {tuple(x.shape)}")
+    rows = x.detach().reshape(-1, x.shape[-1]).double()
+    return 2.0 * rows.T @ rows / rows.shape[0]
+
+
+def obq_update(w: torch.Tensor, q: torch.Tensor, h_inv: torch.Tensor) -> torch.Tensor:
+    """One OBQ step: column 0 of ``w`` is rounded to ``q``; return the other columns, moved.
+
+    ``W_rest' = W_rest - (w_0 - q) / [H^-1]_00 * [H^-1]_{0, 1:}``: the outer product of
+    the error of column 0, divided by ``[H^-1]_00``, with row 0 of ``H^-1`` beyond its
+    diagonal. ``w`` is ``(out, n)``, ``q`` ``(out,)``, ``h_inv`` ``(n, n)``; returns
+    ``(out, n - 1)`` in float64. Raises ``ValueError`` for shapes that do not fit.
+    """
+    if w.ndim != 2 or q.shape != w.shape[:1] or h_inv.shape != (w.shape[1], w.shape[1]):
+        raise ValueError(
+            f"w must be (out, n), q (out,) and h_inv (n, n); got {tuple(w.shape)}, "
+            f"{tuple(q.shape)} and {tuple(h_inv.shape)}"
+        )
+    w, h_inv = w.double(), h_inv.double()
+    err = (w[:, 0] - q.double()) / h_inv[0, 0]
+    return w[:, 1:] - err.unsqueeze(1) * h_inv[0, 1:]
+
+
+def _check_settings(
+    weight: torch.Tensor, h: torch.Tensor, group_size: int | None, damp: float, block_size: int
+) -> None:
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be 2-D (out, in), got shape {tuple(weight.shape)}")
+    n = weight.shape[1]
+    if not isinstance(h, torch.Tensor) or h.shape != (n, n):
+        got = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
+        raise ValueError(f"h must be the ({n}, {n}) Hessian of the weight's inputs, got {got}")
+    Granularity.of(weight.shape, None, group_size)  # raises for a g that does not divide in
+    if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not damp >= 0:
+        raise ValueError(f"damp must be a number >= 0 (a fraction of mean(diag H)), got {damp!r}")
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+
+
+def gptq_quantize(
+    weight: torch.Tensor,
+    h: torch.Tensor,
+    bits: int = 4,
+    *,
+    group_size: int | None = None,
+    symmetric: bool = True,
+    damp: float = 0.01,
+    act_order: bool = False,
+    block_size: int = 128,
+) -> GPTQResult:
+    """Quantize an ``(out, in)`` weight with GPTQ, given the Hessian ``h`` of its inputs.
+
+    1. Columns whose input is always 0 (``H_jj = 0``) are set to 0 and get ``H_jj = 1``.
+    2. With ``act_order``, columns go in order of decreasing ``H_jj``: the
+       columns with the largest inputs are rounded while many others can still
+       compensate.
+    3. Damping: ``H + damp * mean(diag H) * I``, which makes a singular ``H``
+       (fewer calibration tokens than inputs) invertible and keeps updates small.
+    4. ``U = cholesky(H^-1)`` (upper). For each column ``j`` in order:
+       ``q_j = quantize(w_j)``, ``e_j = (w_j - w_hat_j) / U_jj``, and the later
+       columns get ``w_k -= e_j U_jk``, applied within a block of ``block_size``
+       columns at once and to the columns beyond it in one matmul per block.
+
+    Qparams (the core's min-max ones: symmetric, narrow codes, ``scale = max|w| /
+    (2^(b-1) - 1)``; or asymmetric) come per output channel (``group_size=None``)
+    from the whole weight, or per group of ``group_size`` inputs from the group's
+    *updated* columns when the group comes up; with ``act_order`` the groups
+    stay those of the original column order and take their qparams from the
+    original weight ("static groups"), so that ``codes`` dequantize group by
+    group like any other per-group weight. All arithmetic in float64.
+
+    Raises ``ValueError`` for a weight that is not 2-D, an ``h`` that is not
+    ``(in, in)``, a bad ``bits``/``group_size``, ``damp < 0``, ``block_size < 1``,
+    and when ``H`` is not positive definite (raise ``damp``).
+    """
+    weight = check_float_tensor(weight, "weight")
+    check_bits(bits)
+    _check_settings(weight, h, group_size, damp, block_size)
+    out, n = weight.shape
+    w = weight.detach().double().clone()
+    h = h.detach().double().clone().to(w.device)
+    dead = h.diagonal() == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    narrow = symmetric  # symmetric codes are narrow ([-7, 7] at 4 bits), as in lessons 05-08
+    qmin, qmax = qrange(bits, signed=True, narrow=narrow)
+    per = {"group_size": group_size} if group_size else {"axis": 0}
+    static = group_size is None or act_order
+    if static:
+        scale, zero_point = choose_qparams(w, bits, symmetric=symmetric, narrow=narrow, **per)
+    else:
+        scale = torch.empty(out, n // group_size, dtype=torch.float32, device=w.device)
+        zero_point = torch.empty(out, n // group_size, dtype=torch.int32, device=w.device)
+    order = (
+        torch.argsort(h.diagonal(), descending=True, stable=True)
+        if act_order
+        else torch.arange(n, device=w.device)
+    )
+    w, h = w[:, order], h[order][:, order]
+    h.diagonal().add_(damp * h.diagonal().mean())
+    try:
+        u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    except torch.linalg.LinAlgError:
+        raise ValueError(
+            "H + damp * mean(diag H) * I is not positive definite: raise damp"
+        ) from None
+    if group_size and not act_order:  # a block holds whole groups: each group is rounded in one
+        block_size = group_size * max(1, block_size // group_size)
+    codes = torch.empty(out, n, dtype=torch.int8, device=w.device)
+    columns, diag = order.tolist(), u.diagonal().tolist()  # Python numbers: no tensor per step
+    group_of = [col // group_size if group_size else None for col in columns]
+    qparams = _column_qparams(scale, zero_point) if group_size is None else None
+    current = None
+    for b0 in range(0, n, block_size):
+        b1 = min(b0 + block_size, n)
+        block, errors = w[:, b0:b1].clone(), torch.empty(out, b1 - b0, dtype=w.dtype)
+        for i in range(b1 - b0):
+            j, g = b0 + i, group_of[b0 + i]
+            if not static and j % group_size == 0:  # a new group: qparams from its updated columns
+                s, z = choose_qparams(
+                    block[:, i : i + group_size], bits, symmetric=symmetric, narrow=narrow, axis=0
+                )
+                scale[:, g], zero_point[:, g] = s, z
+            if g is not None and g != current:
+                qparams, current = _column_qparams(scale[:, g], zero_point[:, g]), g
+            codes[:, j], w_hat = _round_column(block[:, i], qparams, qmin, qmax)
+            errors[:, i] = err = (block[:, i] - w_hat) / diag[j]
+            block[:, i:].addr_(err, u[j, j:b1], alpha=-1)  # this block, now: w -= e_j U_j
+        w[:, b1:] -= errors @ u[b0:b1, b1:]  # the later blocks, in one matmul (lazy batch)
+    codes = codes[:, torch.argsort(order)]
+    return GPTQResult(dequantize(codes, scale, zero_point, **per), codes, scale, zero_point)
+
+
+def _column_qparams(scale: torch.Tensor, zero_point: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(1 / scale`` in float32 then float64, ``zero_point`` in float64, ``scale``,
+    ``zero_point`` in float32): what :func:`_round_column` needs, computed once per group."""
+    return (1 / scale).double(), zero_point.double(), scale, zero_point.float()
+
+
+def _round_column(
+    col: torch.Tensor, qparams: tuple[torch.Tensor, ...], qmin: int, qmax: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The core's ``quantize`` and ``dequantize`` of one float64 column, per row, without checks.
+
+    ``q = clamp(round(col * (1 / s) + z), qmin, qmax)`` in float64 with ``1 / s``
+    taken in float32, and ``w_hat = (q - z) * s`` in float32, as
+    :func:`~linquant_helpers.affine.quantize` and ``dequantize`` compute them for
+    float64 input (``qparams`` from :func:`_column_qparams`). GPTQ rounds one
+    column at a time, thousands of them; the core's checks of every call cost ten
+    times the arithmetic, and ``choose_qparams`` made these qparams valid.
+    ``tests/test_gptq.py`` proves the two bit-identical. Returns the int8 codes
+    and ``w_hat`` in float64.
+    """
+    inv_scale, zero_point, scale, zero_point_f = qparams
+    q = torch.clamp(torch.round(col * inv_scale + zero_point), qmin, qmax)
+    return q.to(torch.int8), ((q.float() - zero_point_f) * scale).double()
+
+
+def layer_inputs(
+    model: nn.Module,
+    features: dict[str, Any],
+    names: Sequence[str],
+    mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """The inputs ``X`` ``(tokens, in)`` of the named ``nn.Linear`` layers of ``model``.
+
+    ``model(dict(features))`` runs once with forward pre-hooks; a layer's input
+    ``(batch, seq, in)`` keeps the tokens where ``mask`` ``(batch, seq)`` is
+    nonzero (padding carries no text), all of them when ``mask`` is ``None``;
+    an input of another shape (a pooler's ``(batch, in)``) is kept whole.
+    Returns float64 ``(tokens, in)`` per name (the model's own dtype, upcast).
+    Raises ``ValueError`` for a name that is not an ``nn.Linear`` of ``model``.
+    """
+    modules = dict(model.named_modules())
+    bad = [name for name in names if not isinstance(modules.get(name), nn.Linear)]
+    if bad:
+        raise ValueError(f"names must name nn.Linear layers of model; not: {bad[:3]}")
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def keep(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            x = args[0].detach()
+            if mask is not None and x.shape[:-1] == mask.shape:  # (batch, seq, in): drop padding
+                x = x[mask.to(torch.bool)]
+            captured[name] = x.reshape(-1, x.shape[-1]).double()
+
+        return keep
+
+    handles = [modules[name].register_forward_pre_hook(hook(name)) for name in names]
+    try:
+        with torch.inference_mode():
+            model(dict(features))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def gptq_quantize_model(
+    model: nn.Module, inputs: dict[str, torch.Tensor], bits: int = 4, **settings: Any
+) -> nn.Module:
+    """A copy of ``model`` whose layers named in ``inputs`` hold their GPTQ weights.
+
+    ``inputs`` maps a layer name to its calibration input ``X`` (e.g. from
+    :func:`layer_inputs`); ``settings`` go to :func:`gptq_quantize`
+    (``group_size``, ``damp``, ``act_order``, ...). Each layer sees the inputs of
+    the *float* model (not of the already quantized layers before it, as the
+    GPTQ paper does), which needs one calibration run for all layers. The weights
+    stay float tensors holding the dequantized values (simulated quantization);
+    ``model`` itself is not modified.
+    """
+    quantized = copy.deepcopy(model)
+    modules = dict(quantized.named_modules())
+    for name, x in inputs.items():
+        layer = modules[name]
+        result = gptq_quantize(layer.weight, hessian(x), bits, **settings)
+        layer.weight.data = result.weight.to(layer.weight.dtype)
+    return quantized

@@ -1,0 +1,142 @@
+"""FP4 E2M1, NF4 and k-means codebooks against hand-entered values and scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from linquant_helpers.formats import (
+    dequantize_codebook,
+    fake_quantize_codebook,
+    fp4_e2m1_grid,
+    kmeans_codebook,
+    nf4_grid,
+    quantize_to_codebook,
+)
+
+# NF4 as published: Dettmers et al. 2023, "QLoRA", Appendix E, and bitsandbytes'
+# functional.py (get_4bit_type("nf4")), entered by hand.
+NF4_PUBLISHED = [
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+]  # fmt: skip
+
+
+def test_nf4_grid_is_the_published_table() -> None:
+    # bitsandbytes computed its table from float32 probabilities (torch.linspace's default
+    # dtype) and the rounded offset 0.9677083: they agree to a few float32 steps.
+    published = torch.tensor(NF4_PUBLISHED, dtype=torch.float64)
+    assert torch.allclose(nf4_grid(), published, rtol=0, atol=3e-7)
+    assert torch.equal(nf4_grid().float(), nf4_grid().float().sort().values)
+
+
+def test_fp4_e2m1_by_hand() -> None:
+    # 0b0001: subnormal, m/2 = 0.5; 0b0010: e=1, 2^0 * 1 = 1; 0b0011: 1.5; 0b0100: e=2, 2;
+    # 0b0101: 2 * 1.5 = 3; 0b0110: e=3, 4; 0b0111: 4 * 1.5 = 6; sign bit 0b1000 negates.
+    by_hand = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6]
+    assert fp4_e2m1_grid().tolist() == by_hand
+
+
+def test_codebook_quantization_by_hand() -> None:
+    x = torch.tensor([[6.0, -3.1, 0.2, 1.3], [0.0, 0.0, 0.0, 0.0]])
+    idx, scale = quantize_to_codebook(x, fp4_e2m1_grid(), group_size=4)
+    assert scale.tolist() == [[1.0], [1.0]]  # max|x| / 6; an all-zero group gets 1
+    assert idx[0].tolist() == [7, 13, 0, 3]  # 6, -3, 0 (0.2 is nearer 0 than 0.5), 1.5
+    assert dequantize_codebook(idx, scale, fp4_e2m1_grid(), group_size=4)[0].tolist() == [
+        6,
+        -3,
+        0,
+        1.5,
+    ]
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), groups=st.integers(1, 4), rows=st.integers(1, 5))
+def test_codebook_picks_the_nearest_level_and_keeps_the_absmax(seed, groups, rows) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, 8 * groups, generator=gen)
+    for grid in (nf4_grid(), fp4_e2m1_grid()):
+        x_hat = fake_quantize_codebook(x, grid, group_size=8)
+        scale = x.abs().reshape(rows, groups, 8).amax(-1, keepdim=True) / grid.abs().max()
+        levels = (grid * scale.double()).float()  # every value a group can take
+        dist = (x.reshape(rows, groups, 8, 1) - levels.unsqueeze(2)).abs().amin(-1)
+        got = (x - x_hat).abs().reshape(rows, groups, 8)
+        assert torch.allclose(got, dist, atol=1e-6)
+        # The largest |x| of each group is a level: absmax scaling hits it exactly.
+        assert torch.allclose(
+            x_hat.abs().reshape(rows, groups, 8).amax(-1), x.abs().reshape(rows, groups, 8).amax(-1)
+        )
+
+
+def test_kmeans_matches_scikit_learn_from_the_same_start() -> None:
+    sklearn = pytest.importorskip("sklearn.cluster")
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randn(3, 200, generator=gen, dtype=torch.float64) * torch.tensor(
+        [[1.0], [0.1], [3.0]]
+    )
+    centroids, idx = kmeans_codebook(rows, 16, iters=100)
+    for r in range(3):
+        q = (2 * torch.arange(16, dtype=torch.float64) + 1) / 32
+        start = torch.quantile(rows[r], q).numpy().reshape(-1, 1)
+        km = sklearn.KMeans(16, init=start, n_init=1, max_iter=100, tol=0, algorithm="lloyd")
+        km.fit(rows[r].numpy().reshape(-1, 1))
+        expected = np.sort(km.cluster_centers_.ravel())
+        assert np.allclose(centroids[r].numpy(), expected, rtol=0, atol=1e-10)
+        assert torch.equal(idx[r], (rows[r].unsqueeze(1) - centroids[r]).abs().argmin(1))
+
+
+def test_kmeans_beats_absmax_int4_on_a_row() -> None:
+    gen = torch.Generator().manual_seed(1)
+    rows = torch.randn(4, 256, generator=gen, dtype=torch.float64)
+    c, idx = kmeans_codebook(rows, 16)
+    err_km = (rows - torch.gather(c, 1, idx)).pow(2).mean()
+    s = rows.abs().amax(1, keepdim=True) / 7
+    err_int = (rows - (rows / s).round().clamp(-7, 7) * s).pow(2).mean()
+    assert err_km < err_int
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (
+            lambda: quantize_to_codebook(torch.ones(2, 6), nf4_grid(), group_size=4),
+            ValueError,
+            "group_size",
+        ),
+        (
+            lambda: quantize_to_codebook(torch.ones(4), [0.0, 1.0], group_size=4),
+            TypeError,
+            "codebook",
+        ),
+        (
+            lambda: quantize_to_codebook(torch.ones(4), torch.zeros(4), group_size=4),
+            ValueError,
+            "nonzero",
+        ),
+        (
+            lambda: quantize_to_codebook(
+                torch.ones(4, dtype=torch.int32), nf4_grid(), group_size=4
+            ),
+            TypeError,
+            "float",
+        ),
+        (
+            lambda: dequantize_codebook(
+                torch.tensor([16]), torch.ones(1), nf4_grid(), group_size=1
+            ),
+            ValueError,
+            "indices",
+        ),
+        (lambda: kmeans_codebook(torch.ones(8), 4), ValueError, "rows must be 2-D"),
+        (lambda: kmeans_codebook(torch.ones(2, 8), 9), ValueError, "k must be"),
+        (lambda: kmeans_codebook(torch.ones(2, 8), 4, iters=0), ValueError, "iters"),
+    ],
+)
+def test_errors_name_the_argument(call, error, match) -> None:
+    with pytest.raises(error, match=match):
+        call()
