@@ -216,7 +216,8 @@ def quantize(
     computed as ``x * (1 / scale)`` and the zero point is added before rounding,
     in one fused multiply-add (one rounding), as PyTorch's CPU kernel for 8-bit
     ``torch.quantize_per_tensor`` does: its codes are bit-identical. Kernels that
-    round twice can differ by one code at near-ties (notebook 03;
+    round twice, such as ``torch.qint32``'s on x86 (16-bit codes), can differ by one
+    code at near-ties (notebook 03;
     :func:`~linquant_helpers.hardware.zero_point_rounding_order` probes the running build).
 
     ``x`` is any floating-point tensor (bf16/fp16 are computed in float32, float64
