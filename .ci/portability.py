@@ -51,8 +51,10 @@ CONFIGS: dict[str, dict[str, str]] = {
 }
 
 DEFAULT_TESTS = ["notebooks", "tests/test_against_pytorch.py", "tests/test_layers.py",
-                 "tests/test_hardware.py", "tests/test_integer_ops.py"]
-"""nbval on every notebook, and the tests whose oracles are PyTorch's CPU kernels."""
+                 "tests/test_hardware.py", "tests/test_integer_ops.py", "tests/test_kernels.py",
+                 "tests/test_runtimes.py"]
+"""nbval on every notebook, and the tests whose oracles are CPU kernels: PyTorch's, its packed
+weight-only matmuls', torchao's and ONNX Runtime's."""
 
 
 def run(name: str, pytest_args: list[str]) -> tuple[str, float, str]:
