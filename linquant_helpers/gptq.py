@@ -1,9 +1,9 @@
 """GPTQ: round a weight column by column; the columns not yet rounded absorb the error (lesson 09).
 
 For a linear layer ``y = W x`` and calibration inputs ``X`` (``n`` rows of ``in``
-features), the layer-output error of a rounded weight ``W_hat`` is, row by row,
-``|(W - W_hat) X^T|^2 = (w - w_hat) H (w - w_hat)^T / 2`` with the Hessian
-``H = 2 X^T X / n``. Optimal Brain Quantization (OBQ, Frantar & Alistarh 2022)
+features), the mean squared layer-output error of a rounded weight ``W_hat`` is,
+row by row, ``|(w - w_hat) X^T|^2 / n = (w - w_hat) H (w - w_hat)^T / 2`` with the
+Hessian ``H = 2 X^T X / n``. Optimal Brain Quantization (OBQ, Frantar & Alistarh 2022)
 rounds one column ``j`` and moves the other, still free, columns ``F`` to the
 best place for the error it made::
 
