@@ -358,8 +358,8 @@ def _checked_qparams(
     are asserted inside the graph (no graph break), without the value.
     """
     if not torch.compiler.is_compiling():
-        s = _valid_scale(scale, device)
-        z = _valid_zero_point(zero_point, device, qmin, qmax)
+        s = as_scale(scale, device)
+        z = as_zero_point(zero_point, device, qmin, qmax)
     else:
         s = torch.as_tensor(scale, dtype=torch.float32, device=device)
         z = torch.as_tensor(zero_point, device=device)
@@ -370,45 +370,6 @@ def _checked_qparams(
             ok &= z == torch.round(z)
         _require(ok.all(), f"zero_point must be an integer in [{qmin}, {qmax}]")
     return g.broadcastable(s, "scale"), g.broadcastable(z, "zero_point").float()
-
-
-_QUICK_CHECK_MIN = 1024
-"""From this many qparams on (per-group scales of a large weight), their checks take one
-reduction each instead of :mod:`~linquant_helpers.validation`'s several passes."""
-
-
-def _valid_scale(scale: object, device: torch.device) -> torch.Tensor:
-    """:func:`~linquant_helpers.validation.as_scale`, with one ``aminmax`` for a large float32
-    tensor: every ``1 / s`` is finite iff ``1 / min(s)`` is, and NaN spoils the min and max.
-    Any failure is left to ``as_scale``, which names the bad value."""
-    if _quick_checkable(scale, device, (torch.float32,)):
-        low, high = scale.aminmax()
-        if bool(low > 0) and bool(torch.isfinite(1 / low)) and bool(torch.isfinite(high)):
-            return scale
-    return as_scale(scale, device)
-
-
-def _valid_zero_point(
-    zero_point: object, device: torch.device, qmin: int, qmax: int
-) -> torch.Tensor:
-    """:func:`~linquant_helpers.validation.as_zero_point`, with one ``aminmax`` for a large
-    integer tensor. Any failure is left to ``as_zero_point``, which names the bad value."""
-    if _quick_checkable(zero_point, device, (torch.int8, torch.uint8, torch.int16, torch.int32)):
-        low, high = zero_point.aminmax()
-        if qmin <= int(low) and int(high) <= qmax:
-            return zero_point.to(torch.int32)
-    return as_zero_point(zero_point, device, qmin, qmax)
-
-
-def _quick_checkable(p: object, device: torch.device, dtypes: tuple[torch.dtype, ...]) -> bool:
-    """Whether ``p`` is a plain, large tensor of one of ``dtypes`` already on ``device``."""
-    return (
-        type(p) is torch.Tensor
-        and p.dtype in dtypes
-        and p.device == device
-        and p.numel() >= _QUICK_CHECK_MIN
-        and p.layout == torch.strided
-    )
 
 
 def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -137,7 +137,11 @@ def as_scale(scale: object, device: torch.device, name: str = "scale") -> torch.
     if isinstance(scale, int):  # a huge int would overflow inside torch.as_tensor
         scale = check_real(scale, name)
     s = torch.as_tensor(scale, dtype=torch.float32, device=device)
-    bad = ~(torch.isfinite(s) & (s > 0))
+    if s.numel():  # one reduction decides; NaN spoils min and max. 1 / s is largest at min(s).
+        low, high = s.aminmax()
+        if bool(low > 0) and bool(torch.isfinite(high)) and bool(torch.isfinite(1.0 / low)):
+            return s
+    bad = ~(torch.isfinite(s) & (s > 0))  # something is wrong: find it, to name it
     if bool(bad.any()):
         raise ValueError(f"{name} must be positive and finite, got {_short(s[bad][:1])}")
     tiny = ~torch.isfinite(1.0 / s)  # exactly what quantize computes
@@ -162,6 +166,10 @@ def as_zero_point(
     if isinstance(zero_point, int) and not qmin <= zero_point <= qmax:  # before any int64 overflow
         raise ValueError(f"zero_point must be an integer in [{qmin}, {qmax}], got {zero_point}")
     z = torch.as_tensor(zero_point, device=device)
+    if z.numel() and not z.is_floating_point():  # one reduction decides
+        low, high = z.aminmax()
+        if qmin <= int(low) and int(high) <= qmax:
+            return z.to(torch.int32)
     if z.is_floating_point():
         not_whole = ~torch.isfinite(z) | (z != torch.round(z))
         if bool(not_whole.any()):

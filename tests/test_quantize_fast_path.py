@@ -176,7 +176,7 @@ def test_the_formula_rounds_once_on_every_cpu() -> None:
 def test_a_bad_value_among_many_scales_is_named(bad, message):
     x = torch.randn(64, 2048)
     scale, zero_point = choose_qparams(x, group_size=32)
-    assert scale.numel() >= affine._QUICK_CHECK_MIN  # the quick check runs first
+    assert scale.numel() >= 1024  # many scales: one aminmax, then the search that names it
     scale[40, 7] = bad
     with pytest.raises(ValueError, match=message):
         quantize(x, scale, zero_point, group_size=32)
