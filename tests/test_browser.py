@@ -1,11 +1,15 @@
 """The course in a real browser: JupyterLab in headless Chromium, as a participant uses it.
 
 For every numbered notebook (found by glob), on a temporary copy of
-``notebooks/``: open it in JupyterLab, Run All Cells from the Run menu, wait
-for the kernel to go idle, and fail on an error output, a broken image,
-unrendered math or a widget that does not render or does not answer a slider
-move. A screenshot of each notebook and the measured run-all times go to
-``tests/_artifacts/browser/`` (git-ignored).
+``notebooks/`` with the reference solutions switched on (``USE_SOLUTIONS = True``
+in the parameters cell, as an instructor does): open it in JupyterLab, Run All
+Cells from the Run menu, wait for the kernel to go idle, and fail on an error
+output, a broken image, unrendered math, a widget that does not render or does
+not answer a slider move, or an exercise check that does not print ``[PASS]``.
+This is the suite's one run of each notebook with the solutions: while it is
+collected, ``tests/test_notebooks.py`` skips its papermill run of the same
+notebook (see the root ``conftest.py``). A screenshot of each notebook and the
+measured run-all times go to ``tests/_artifacts/browser/`` (git-ignored).
 
 A second test opens each notebook, saves it unchanged from the File menu and
 fails when the file on disk changed, naming the JSON paths JupyterLab rewrote.
@@ -28,6 +32,8 @@ from pathlib import Path
 
 import pytest
 from browser_support import ARTIFACTS, ROOT, SKIP_REASON, chromium, jupyterlab
+
+from linquant_helpers.progress import expected_exercises, read_feedback
 
 pytestmark = [
     pytest.mark.browser,
@@ -110,6 +116,8 @@ def lab(tmp_path_factory):
         shutil.copytree(NOTEBOOK_DIR, root / folder / "notebooks", ignore=skip)
         # 06 runs ../benchmarks/bench_inference.py: keep the repository's layout
         shutil.copytree(ROOT / "benchmarks", root / folder / "benchmarks", ignore=skip)
+    for path in sorted((root / "run" / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        switch_on_solutions(path)
     OUT.mkdir(parents=True, exist_ok=True)
     with jupyterlab(root) as server:
         yield server
@@ -130,6 +138,16 @@ def page(browser, lab):
     yield tab
     tab.close()
     lab.shutdown_kernels()
+
+
+def switch_on_solutions(path: Path) -> None:
+    """Set ``USE_SOLUTIONS = True`` in the parameters cell, as an instructor would."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    (cell,) = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    source = "".join(cell["source"])
+    assert "USE_SOLUTIONS = False" in source, f"{path.name}: no USE_SOLUTIONS = False to switch"
+    cell["source"] = source.replace("USE_SOLUTIONS = False", "USE_SOLUTIONS = True")
+    path.write_text(json.dumps(nb, indent=1) + "\n", encoding="utf-8")
 
 
 def open_notebook(page, lab, path: str) -> None:
@@ -198,7 +216,7 @@ def check_widgets(page) -> list[str]:
 
 
 @pytest.mark.parametrize("name", notebook_params())
-def test_run_all_cells_in_jupyterlab(page, lab, name):
+def test_run_all_cells_in_jupyterlab_with_solutions(page, lab, name):
     open_notebook(page, lab, f"run/notebooks/{name}")
     start = time.perf_counter()
     menu(page, "Run", "Run All Cells")
@@ -232,7 +250,17 @@ def test_run_all_cells_in_jupyterlab(page, lab, name):
         "() => !document.querySelector('.lm-TabBar-tab.jp-mod-current.jp-mod-dirty')",
         timeout=60_000,
     )
-    problems += [f"error output: {e}" for e in error_outputs(lab.root / "run" / "notebooks" / name)]
+    saved = lab.root / "run" / "notebooks" / name
+    problems += [f"error output: {e}" for e in error_outputs(saved)]
+    # With the reference solutions every exercise of the lesson runs its check and passes.
+    feedback = read_feedback(saved)
+    expected = expected_exercises(name[:2], NOTEBOOK_DIR)
+    problems += [f"exercise never checked: {e}" for e in expected if e not in feedback]
+    problems += [
+        f"[{status}] {exercise}: {message}"
+        for exercise, (status, message) in feedback.items()
+        if status != "PASS"
+    ]
     assert not problems, f"{name} ({seconds:.0f} s):\n" + "\n".join(problems)
     # The notebook has math: a check that never saw MathJax would prove nothing.
     source = (NOTEBOOK_DIR / name).read_text()

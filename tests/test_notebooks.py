@@ -6,6 +6,9 @@ These tests add what nbval does not check: the lesson structure a learner
 relies on, small figures, that the stored (hence every fresh) learner run
 reports unanswered exercises as [TODO] and never [FAIL], and one papermill run
 with the reference solutions filled in, where every exercise check must pass.
+When tests/test_browser.py runs a notebook with the solutions in JupyterLab in
+the same session, that run checks the same and the papermill run is skipped
+(the root conftest.py), so no notebook is executed twice with the solutions.
 A notebook whose optional extra is missing is skipped (linquant_helpers.lessons).
 """
 
