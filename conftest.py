@@ -17,25 +17,75 @@ headless by ``tests/test_notebooks.py::test_papermill_run_with_solutions``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from linquant_helpers.lessons import missing_requirements
 
-NOTEBOOK_RUNS = ("test_browser.py", "test_notebooks.py")
-"""Test files that execute every notebook (in JupyterLab, with papermill): the longest."""
+BROWSER_FILE = "test_browser.py"
+"""Its tests are independent (each opens its own tab): pytest-xdist may spread them."""
 
 
-def _long_first(item: pytest.Item) -> int:
-    """0 for the files that run every notebook, 1 for a notebook's nbval cells, 2 for the rest.
+def pytest_configure(config: pytest.Config) -> None:
+    """In a pytest-xdist worker, give torch (and the kernels it starts) its share of the
+    cores: two workers of two threads each on two cores would fight for them."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and "OMP_NUM_THREADS" not in os.environ:
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by nbval's and Lab's kernels
+        torch.set_num_threads(threads)
 
-    pytest-xdist hands out whole files in collection order (``--dist loadfile``): the
-    long ones first, and the many short unit-test files last, keep both workers busy to
-    the end. The sort is stable, so each file's tests keep their order.
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadfile``, except that the browser tests are work units of their own.
+
+    A file goes to one worker, as nbval needs (a notebook's cells in order, in one
+    kernel) and module fixtures want; the browser tests, each a whole notebook run
+    in its own tab, go one by one, so both workers share those long runs.
+    (pytest-xdist's ``loadgroup`` marks cannot say this with pytest 9, whose node
+    ids ignore the group suffix that xdist 3.8 writes.)
     """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    # Hand out the work units in collection order (longest first, see _longest_first),
+    # not xdist's default of the units with the most tests first: that put the browser
+    # tests, one test each and the longest of all, last.
+    config.option.loadscopereorder = False
+
+    class BrowserTestsApart(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return nodeid if Path(file).name == BROWSER_FILE else file
+
+    return BrowserTestsApart(config, log)
+
+
+def _notebook_run(item: pytest.Item) -> int | None:
+    """The lesson number a test executes a whole notebook of, else None: nbval's cells,
+    the browser's Run All, the papermill run."""
     path = Path(str(item.path))
-    return 0 if path.name in NOTEBOOK_RUNS else 1 if path.suffix == ".ipynb" else 2
+    if path.suffix == ".ipynb":
+        return int(path.name[:2])
+    if getattr(item, "originalname", None) in RUNS_WITH_SOLUTIONS:
+        return int(_notebook_of(item)[:2])
+    return None
+
+
+def _longest_first(item: pytest.Item) -> tuple[int, int]:
+    """Notebook runs first, the later (longer) lessons before the earlier, then the rest.
+
+    pytest-xdist hands out work units (a file; one browser test) in collection
+    order as workers come free: the longest first and the many short unit-test
+    files last keep both workers busy to the end. The sort is stable, so a
+    notebook's nbval cells keep their order.
+    """
+    lesson = _notebook_run(item)
+    return (1, 0) if lesson is None else (0, -lesson)
 
 
 def _skipped(item: pytest.Item) -> bool:
@@ -55,16 +105,21 @@ def _notebook_of(item: pytest.Item) -> str | None:
     return Path(str(value)).stem if value is not None else None
 
 
+RUNS_WITH_SOLUTIONS = (
+    "test_run_all_cells_in_jupyterlab_with_solutions",
+    "test_papermill_run_with_solutions",
+)
+
+
 def _run_with_solutions_once(items: list[pytest.Item]) -> None:
     """Skip the papermill run of each notebook that the browser test runs with solutions."""
     in_browser = {
         _notebook_of(item)
         for item in items
-        if getattr(item, "originalname", None) == "test_run_all_cells_in_jupyterlab_with_solutions"
-        and not _skipped(item)
+        if getattr(item, "originalname", None) == RUNS_WITH_SOLUTIONS[0] and not _skipped(item)
     }
     for item in items:
-        if getattr(item, "originalname", None) == "test_papermill_run_with_solutions" and (
+        if getattr(item, "originalname", None) == RUNS_WITH_SOLUTIONS[1] and (
             _notebook_of(item) in in_browser
         ):
             item.add_marker(
@@ -76,7 +131,7 @@ def _run_with_solutions_once(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(trylast=True)  # after -m/-k deselection: only what really runs counts
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=_long_first)
+    items.sort(key=_longest_first)
     _run_with_solutions_once(items)
     reasons: dict[Path, str | None] = {}
     for item in items:

@@ -180,10 +180,25 @@ def error_outputs(path: Path) -> list[str]:
 
 
 def record_time(name: str, seconds: float) -> None:
+    """Add ``name``'s time to run_all_times.json; a lock file keeps two pytest-xdist
+    workers from writing it at the same time (and one from losing the other's entry)."""
     times_file = OUT / "run_all_times.json"
-    times = json.loads(times_file.read_text()) if times_file.exists() else {}
-    times[name] = round(seconds, 1)
-    times_file.write_text(json.dumps(times, indent=1, sort_keys=True) + "\n")
+    lock = OUT / "run_all_times.lock"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            lock.mkdir()
+            break
+        except FileExistsError:
+            if time.monotonic() > deadline:  # left behind by a killed run
+                shutil.rmtree(lock, ignore_errors=True)
+            time.sleep(0.05)
+    try:
+        times = json.loads(times_file.read_text()) if times_file.exists() else {}
+        times[name] = round(seconds, 1)
+        times_file.write_text(json.dumps(times, indent=1, sort_keys=True) + "\n")
+    finally:
+        lock.rmdir()
 
 
 def check_widgets(page) -> list[str]:
