@@ -248,7 +248,7 @@ def quantize(
     xg = xg.double() if x.dtype == torch.float64 else xg.float()
     q = torch.round(_fma(xg, 1 / scale, zero_point))  # x / s + z, one rounding
     q = torch.clamp(q, qmin, qmax).reshape(x.shape)
-    return _without_nan(q).to(dtype)
+    return _codes_without_nan(q, q.to(dtype))
 
 
 def dequantize(
@@ -325,22 +325,23 @@ def _require(ok: torch.Tensor, message: str) -> None:
         raise ValueError(message)
 
 
-def _without_nan(q: torch.Tensor) -> torch.Tensor:
-    """``q``, checked to hold no NaN: clamp keeps NaN, and a cast to integers would
-    turn it into some code. Raises ``ValueError`` (``RuntimeError`` when compiled).
+def _codes_without_nan(q: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """``codes`` (``q`` cast to integers), checked: ``q`` must hold no NaN, which clamp
+    keeps and a cast turns into some code. Raises ``ValueError`` (``RuntimeError`` when compiled).
 
-    Under ``torch.compile`` the test is ``isnan(q.amax())``: a max propagates
-    NaN, and Inductor vectorizes it on AVX2 and AVX-512 alike (its
-    ``isnan(q).any()`` is scalar code, its sum slow on AVX2). (A check fused
-    into the loop over ``q`` would read ``x`` once instead of twice, but an
-    assertion raised inside Inductor's parallel loops aborts the process.)
+    Under ``torch.compile`` the test reads the codes back: ``q - codes`` is 0
+    where ``q`` is a number (integer-valued, within the codes' range) and NaN where
+    it is NaN, so ``max(q - codes) == 0`` fails exactly on NaN. Reading ``codes``
+    lets Inductor compute the test in the loop that writes them, so ``x`` is read
+    once (a test on ``q`` alone got a loop of its own). The assertion runs after
+    that loop: one raised inside Inductor's parallel loops would abort the process.
     """
     if torch.compiler.is_compiling():
         if q.numel():  # amax of nothing is an error; nothing holds no NaN
-            _require(~torch.isnan(q.amax()), _NAN_MESSAGE)
+            _require((q - codes).amax() == 0, _NAN_MESSAGE)
     else:
         _require(~torch.isnan(q).any(), _NAN_MESSAGE)
-    return q
+    return codes
 
 
 def _checked_qparams(

@@ -138,9 +138,15 @@ def test_compiled_quantize_gives_the_same_codes_and_rejects_nan():
         assert torch.equal(compiled(x, scale, zero_point, **granularity), expected)
     bad = x.clone()
     bad[7, 9] = float("nan")
+    for granularity in ({}, {"axis": 0}, {"group_size": 64}):
+        scale, zero_point = choose_qparams(x, **granularity)
+        with pytest.raises(RuntimeError, match="NaN"):
+            compiled(bad, scale, zero_point, **granularity)
+    # infinities are not NaN: they clamp to the end codes, compiled as eagerly
+    edge = x.clone()
+    edge[0, :2] = torch.tensor([float("inf"), -float("inf")])
     scale, zero_point = choose_qparams(x)
-    with pytest.raises(RuntimeError, match="NaN"):
-        compiled(bad, scale, zero_point)
+    assert torch.equal(compiled(edge, scale, zero_point), quantize(edge, scale, zero_point))
     with pytest.raises(RuntimeError, match="scale must be positive"):
         compiled(x, -scale, zero_point)
 
