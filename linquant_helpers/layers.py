@@ -79,6 +79,16 @@ class _QuantizedLinear(nn.Module):
             )
         return x
 
+    def _through_kernel(
+        self, x: torch.Tensor, matmul: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """``matmul(x) + b`` for ``x`` of any leading shape, through a kernel that takes
+        ``(M, in)`` rows and returns ``(M, out)``."""
+        y = matmul(x.reshape(-1, self.in_features).contiguous())
+        if self.bias is not None:
+            y.add_(self.bias.to(y.dtype))  # in place: y is the kernel's fresh result
+        return y.reshape(*x.shape[:-1], self.out_features)
+
     def _describe(self) -> str:
         raise NotImplementedError
 
@@ -142,9 +152,9 @@ class W8A16Linear(_QuantizedLinear):
         """
         x = self._check_input(x)
         if self.fused and _kernel_takes(x):
-            x2 = x.reshape(-1, self.in_features).contiguous()
-            y = int8_weight_matmul(x2, self.weight_q, self.weight_scale)
-            return _with_bias(y, self.bias).reshape(*x.shape[:-1], self.out_features)
+            return self._through_kernel(
+                x, lambda rows: int8_weight_matmul(rows, self.weight_q, self.weight_scale)
+            )
         w = self.weight_q.float().mul_(self.weight_scale.unsqueeze(1)).to(x.dtype)
         return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
 
@@ -246,9 +256,9 @@ class Int4WeightLinear(_QuantizedLinear):
         x = self._check_input(x)
         if self.fused and _kernel_takes(x):
             packed, table = self._kernel_inputs(x.dtype)
-            x2 = x.reshape(-1, self.in_features).contiguous()
-            y = int4_weight_matmul(x2, packed, table, self.group_size)
-            return _with_bias(y, self.bias).reshape(*x.shape[:-1], self.out_features)
+            return self._through_kernel(
+                x, lambda rows: int4_weight_matmul(rows, packed, table, self.group_size)
+            )
         b = self.weight_packed.to(torch.int16)  # byte i = (code 2i + 1) << 4 | code 2i
         t = b & 0xF0
         t *= 15
@@ -284,11 +294,6 @@ class Int4WeightLinear(_QuantizedLinear):
 def _kernel_takes(x: torch.Tensor) -> bool:
     """Whether the fused kernels of :mod:`~linquant_helpers.kernels` take ``x``."""
     return x.device.type == "cpu" and x.dtype in KERNEL_DTYPES
-
-
-def _with_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``y + b`` in ``y``'s dtype (in place: ``y`` is the kernel's fresh result)."""
-    return y if bias is None else y.add_(bias.to(y.dtype))
 
 
 QParams = tuple[torch.Tensor | float, torch.Tensor | int]
