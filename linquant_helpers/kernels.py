@@ -1,8 +1,10 @@
 """Fused weight-only matmuls: PyTorch's packed-weight CPU kernels behind three small functions.
 
-The layers of :mod:`~linquant_helpers.layers` rebuild a float weight and call an
-ordinary matmul (``naive``: dequantize, then ``F.linear``). A fused kernel reads
-the integer codes and scales inside the matmul instead:
+The layers of :mod:`~linquant_helpers.layers` write a float weight on every call
+and run an ordinary matmul (``naive``: ``Int4WeightLinear`` dequantizes, then
+``F.linear``; ``W8A16Linear`` converts the codes, then ``F.linear`` and a multiply
+of the outputs by the scales). A fused kernel reads the integer codes and scales
+inside the matmul instead:
 
 * int8, one scale per output channel (``torch._weight_int8pack_mm``)::
 
@@ -16,9 +18,11 @@ the integer codes and scales inside the matmul instead:
 
 Both are the layer's formula, but not its rounding: they add the products in
 float32 in their own order (vectorized lanes, blocks of ``k``), and the int8
-kernel multiplies by the scale after the sum, not before. So their results
-differ from the naive path's in the last bits; ``tests/test_kernels.py``
-bounds the difference, and checks bit identity where nothing rounds. The kernels
+kernel, like ``W8A16Linear``'s naive path, multiplies by the scale after the sum,
+where the readable path (``F.linear`` with ``dequantized_weight()``) multiplies
+the weight. So their results differ from the naive path's in the last bits;
+``tests/test_kernels.py`` bounds the difference, and checks bit identity where
+nothing rounds. The kernels
 run on the CPU, for float32, bfloat16 and float16 activations, and take their
 scales in the activations' dtype: in bfloat16 the scales are rounded to 8
 significant bits, a change of up to 0.4% per scale. Which activation dtypes

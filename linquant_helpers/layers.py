@@ -1,12 +1,12 @@
 """Quantized replacements for ``nn.Linear``, and :func:`quantize_model` to swap them in.
 
-=========================  ========================  ======================================
+=========================  ========================  ============================================
 layer                      weights                   activations, compute
-=========================  ========================  ======================================
-:class:`W8A16Linear`       int8, per output channel  float; weights dequantized every call
+=========================  ========================  ============================================
+:class:`W8A16Linear`       int8, per output channel  float; codes to float, scales on the outputs
 :class:`W8A8Linear`        int8, per output channel  int8, static (calibrated); integer-only
 :class:`Int4WeightLinear`  int4, per group, packed   float; weights unpacked every call
-=========================  ========================  ======================================
+=========================  ========================  ============================================
 
 Weights are quantized symmetrically with narrow codes (``[-127, 127]`` at 8 bits,
 ``[-7, 7]`` at 4): zero point 0, so ``w = s * q`` and the integer matmul needs no
@@ -103,12 +103,21 @@ class W8A16Linear(_QuantizedLinear):
     """Weight-only int8 linear layer: ``y = x (s * q_w)^T + b``, activations in float.
 
     Buffers: ``weight_q`` int8 ``(out, in)``, ``weight_scale`` float32 ``(out,)``,
-    ``bias`` float32 ``(out,)`` (or none). The weight is dequantized on every call:
-    the layer saves memory (a quarter of fp32), not time.
+    ``bias`` float32 ``(out,)`` (or none). The layer saves memory (a quarter of
+    fp32), not time.
 
-    ``layer.fused = True`` computes ``y = s * (x q^T) + b`` with PyTorch's fused int8
+    With one scale per output channel, the scale leaves the sum:
+    ``y[m, n] = sum_k x[m, k] s[n] q[n, k] = s[n] * sum_k x[m, k] q[n, k]``. So
+    ``forward`` converts the codes to float (exactly), runs an ordinary matmul
+    and multiplies each *output* by its scale, as torchao and PyTorch's int8
+    kernels do: one multiply per output instead of one per weight. It equals
+    ``F.linear(x, dequantized_weight(), bias)`` (the readable path) up to float
+    rounding, and bit for bit where nothing rounds (power-of-two scales, integer
+    ``x``); ``tests/test_layers_forward.py`` checks both.
+
+    ``layer.fused = True`` computes the same formula with PyTorch's fused int8
     kernel instead (:func:`~linquant_helpers.kernels.int8_weight_matmul`), for CPU
-    inputs in float32, bfloat16 or float16 (others take the dequantize path). The
+    inputs in float32, bfloat16 or float16 (others take the default path). The
     kernel adds in another order, so the last bits differ from the default path.
     """
 
@@ -143,20 +152,21 @@ class W8A16Linear(_QuantizedLinear):
         return dequantize(self.weight_q, self.weight_scale, axis=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``y = x w^T + b`` with ``w = s * q`` (:meth:`dequantized_weight`), in ``x``'s dtype.
+        """``y = s * (x q^T) + b``, in ``x``'s dtype: the scale multiplies the outputs.
 
-        The buffers were checked when the layer was built, so the weight is
-        rebuilt here without :func:`dequantize`'s checks: a conversion and an
-        in-place multiply (ATen's int8-times-float32 multiply is several times
-        slower), the same float32 values (``q`` converts to float32 exactly).
+        The buffers were checked when the layer was built, so nothing is
+        re-checked here. Multiplying the weight by its scales first would cost a
+        pass over a float weight of ``out * in`` values on every call; the outputs
+        are only ``batch * out`` values.
         """
         x = self._check_input(x)
         if self.fused and _kernel_takes(x):
             return self._through_kernel(
                 x, lambda rows: int8_weight_matmul(rows, self.weight_q, self.weight_scale)
             )
-        w = self.weight_q.float().mul_(self.weight_scale.unsqueeze(1)).to(x.dtype)
-        return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
+        y = F.linear(x, self.weight_q.to(x.dtype))  # x q^T; every int8 code is exact in float
+        y = y.mul_(self.weight_scale.to(x.dtype))  # in place: y is F.linear's fresh result
+        return y if self.bias is None else y.add_(self.bias.to(x.dtype))
 
     def _describe(self) -> str:
         kernel = ", fused kernel" if self.fused else ""
