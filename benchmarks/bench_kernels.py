@@ -5,7 +5,7 @@
 
 For each batch size, one interleaved timing (``benchmarks/timing.py``) of a
 linear layer as fp32 ``nn.Linear``, ``W8A16Linear`` and ``Int4WeightLinear`` on
-their default path (rebuild the float weight, then ``F.linear``) and on their
+their default path (write a float weight, then ``F.linear``) and on their
 fused path (``layer.fused = True``: :mod:`linquant_helpers.kernels`), with
 float32 and with bfloat16 activations (PyTorch 2.13's x86 kernels are fast for
 bfloat16 only), and torchao's weight-only equivalents when torchao is installed
