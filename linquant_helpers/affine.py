@@ -329,16 +329,16 @@ def _codes_without_nan(q: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """``codes`` (``q`` cast to integers), checked: ``q`` must hold no NaN, which clamp
     keeps and a cast turns into some code. Raises ``ValueError`` (``RuntimeError`` when compiled).
 
-    Under ``torch.compile`` the test reads the codes back: ``q - codes`` is 0
-    where ``q`` is a number (integer-valued, within the codes' range) and NaN where
-    it is NaN, so ``max(q - codes) == 0`` fails exactly on NaN. Reading ``codes``
-    lets Inductor compute the test in the loop that writes them, so ``x`` is read
-    once (a test on ``q`` alone got a loop of its own). The assertion runs after
-    that loop: one raised inside Inductor's parallel loops would abort the process.
+    Under ``torch.compile`` the test reads the codes back: ``q`` equals its code
+    where it is a number (integer-valued, within the codes' range) and differs
+    from it only where it is NaN, so ``any(q != codes)`` is true exactly on NaN.
+    Reading ``codes`` lets Inductor compute the test in the loop that writes
+    them, so ``x`` is read once (a test on ``q`` alone got a loop of its own).
+    The assertion runs after that loop: one raised inside Inductor's parallel
+    loops would abort the process.
     """
     if torch.compiler.is_compiling():
-        if q.numel():  # amax of nothing is an error; nothing holds no NaN
-            _require((q - codes).amax() == 0, _NAN_MESSAGE)
+        _require(~(q != codes).any(), _NAN_MESSAGE)
     else:
         _require(~torch.isnan(q).any(), _NAN_MESSAGE)
     return codes
