@@ -164,9 +164,14 @@ class W8A16Linear(_QuantizedLinear):
             return self._through_kernel(
                 x, lambda rows: int8_weight_matmul(rows, self.weight_q, self.weight_scale)
             )
-        y = F.linear(x, self.weight_q.to(x.dtype))  # x q^T; every int8 code is exact in float
-        y = y.mul_(self.weight_scale.to(x.dtype))  # in place: y is F.linear's fresh result
-        return y if self.bias is None else y.add_(self.bias.to(x.dtype))
+        # float16 computes in float32: x q^T sums codes up to 127, which can pass
+        # float16's largest value (65504) where x w^T would not
+        dtype = torch.float32 if x.dtype == torch.float16 else x.dtype
+        y = F.linear(x.to(dtype), self.weight_q.to(dtype))  # x q^T; int8 codes are exact
+        y = y.mul_(self.weight_scale.to(dtype))  # in place: y is F.linear's fresh result
+        if self.bias is not None:
+            y = y.add_(self.bias.to(dtype))
+        return y.to(x.dtype)
 
     def _describe(self) -> str:
         kernel = ", fused kernel" if self.fused else ""

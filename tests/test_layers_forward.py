@@ -103,3 +103,16 @@ def test_int4_forward_sees_every_code():
     layer.weight_scale.fill_(0.5)
     x = torch.eye(16)
     assert torch.equal(layer(x), codes.t().float() * 0.5)
+
+
+def test_w8a16_float16_sums_do_not_overflow():
+    # x q^T with codes near 127 reaches 127 * 1024 * 4 here, beyond float16's 65504,
+    # while y = x (s q)^T stays small: the codes' sum must not be formed in float16.
+    linear = nn.Linear(1024, 8, bias=False)
+    layer = W8A16Linear.from_float(linear)
+    layer.weight_q.fill_(127)
+    layer.weight_scale.fill_(2.0**-10)
+    x = torch.full((2, 1024), 4.0)
+    y = layer(x.half())
+    assert y.dtype == torch.float16
+    assert torch.equal(y.float(), layer(x))  # 127 * 4096 / 1024 = 508, exact in both
