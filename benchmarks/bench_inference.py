@@ -48,7 +48,7 @@ from timing import (  # noqa: E402
     CopyFloor,
     Row,
     format_table,
-    interleaved_medians,
+    interleaved_times,
     optional_torchao,
 )
 
@@ -128,7 +128,7 @@ def overhead_rows(
     }
     if "int4" in ao:
         fns[f"torchao IntxWeightOnlyConfig (int4, group {group_size})"] = lambda: ao["int4"](x)
-    ms = interleaved_medians(fns, rounds, clock=clock)
+    ms = interleaved_times(fns, rounds, clock=clock)
     fp32 = ms["fp32 nn.Linear"]
     theirs = {"W8A16Linear": "torchao Int8WeightOnlyConfig"}
     theirs[f"Int4WeightLinear (group_size={group_size})"] = next(
@@ -183,7 +183,7 @@ def latency_ms(layers: dict[str, object], rounds: int, clock: str = "wall") -> d
         "Int4WeightLinear": lambda: int4(x),
         "  unpack the int4 weight alone": lambda: int4.weight_codes(),
     }
-    return interleaved_medians(fns, rounds, clock=clock)
+    return interleaved_times(fns, rounds, clock=clock)
 
 
 def latency_rows(ms: dict[str, float]) -> list[Row]:
@@ -254,7 +254,7 @@ def quantize_step_rows(n: int, rounds: int, compile_: bool, clock: str = "wall")
     }
     if compile_:
         fns |= compiled_quantizers(x, scale, zero_point)
-    ms = interleaved_medians(fns, rounds, clock=clock)
+    ms = interleaved_times(fns, rounds, clock=clock)
 
     copy_ms = ms.pop(floor.name)
     floor_ms = floor.floor_ms(x.nbytes + reference.nbytes, copy_ms)  # float32 in, int8 out

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_inference import torchao_weight_only  # noqa: E402
-from timing import CLOCKS, format_table, interleaved_medians  # noqa: E402
+from timing import CLOCKS, format_table, interleaved_times  # noqa: E402
 
 from linquant_helpers import hardware  # noqa: E402
 from linquant_helpers.layers import Int4WeightLinear, W8A16Linear  # noqa: E402
@@ -89,7 +89,7 @@ def time_batches(
             }
             for fn in fns.values():
                 fn()  # the int4 kernel's weight is packed on its first call, not timed
-            result[batch] = interleaved_medians(fns, rounds, clock=clock)
+            result[batch] = interleaved_times(fns, rounds, clock=clock)
     return result
 
 

@@ -6,10 +6,11 @@
 
 Prints two Markdown tables (see benchmarks/README.md for what each column means):
 
-* times: the median over interleaved rounds (:mod:`timing`) of quantize per
-  tensor, per channel and per group of 64, eager and under ``torch.compile``,
-  next to ``torch.quantize_per_tensor`` / ``torch.quantize_per_channel`` and
-  torchao's ``quantize_affine`` (when installed), each as a multiple of the
+* times: the median (or ``--statistic min``: the best) over interleaved rounds
+  (:mod:`timing`) of quantize per tensor, per channel and per group of 64, eager
+  and under ``torch.compile``, next to ``torch.quantize_per_tensor`` /
+  ``torch.quantize_per_channel`` and torchao's ``quantize_affine`` (when
+  installed), each as a multiple of the
   memory-bandwidth floor (bytes the operation must move at the bandwidth of a
   copy into a ready buffer, same rounds);
 * peak memory: the extra resident memory while one call runs, as a multiple of
@@ -40,8 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from timing import (  # noqa: E402
     CLOCKS,
+    STATISTICS,
     CopyFloor,
-    interleaved_medians,
+    interleaved_times,
     optional_torchao,
     release_free_memory,
     status_kib,
@@ -198,18 +200,26 @@ def _ratio(ours: float, theirs: float | None) -> str:
     return "" if theirs is None else f"{ours / theirs:.2f}"
 
 
-def time_table(size: int, rounds: int, compile_: bool, baseline: str | None, clock: str) -> str:
+def time_table(
+    size: int,
+    rounds: int,
+    compile_: bool,
+    baseline: str | None,
+    clock: str,
+    statistic: str = "median",
+) -> str:
     x = make_input(size)
     ao = optional_torchao() is not None
     logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
     ops = operations(
         x, compile_=compile_, baseline=load_baseline(baseline) if baseline else None, torchao=ao
     )
-    ms = interleaved_medians({name: op.fn for name, op in ops.items()}, rounds, clock=clock)
+    fns = {name: op.fn for name, op in ops.items()}
+    ms = interleaved_times(fns, rounds, clock=clock, statistic=statistic)
     floor = CopyFloor(x)
     copy_ms = ms[floor.name]
     rows = [
-        "| operation | median ms | x floor | / PyTorch | / torchao | goal | result |",
+        f"| operation | {statistic} ms | x floor | / PyTorch | / torchao | goal | result |",
         "| --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for name, op in ops.items():
@@ -224,7 +234,7 @@ def time_table(size: int, rounds: int, compile_: bool, baseline: str | None, clo
         )
     header = (
         f"Times: {size} x {size} float32 on the CPU ({torch.backends.cpu.get_cpu_capability()}), "
-        f"torch {torch.__version__}, threads: {torch.get_num_threads()}, median of {rounds} "
+        f"torch {torch.__version__}, threads: {torch.get_num_threads()}, {statistic} of {rounds} "
         f"interleaved rounds of {clock} time; "
         f"copy bandwidth {floor.bandwidth(copy_ms) / 1e6:.1f} GB/s"
         f"{'' if ao else '; torchao not installed, its rows left out'}.\n\n"
@@ -233,8 +243,6 @@ def time_table(size: int, rounds: int, compile_: bool, baseline: str | None, clo
 
 
 # --- peak memory, one fresh subprocess per operation ---------------------------------
-
-
 
 
 def memory_child(name: str, size: int) -> None:
@@ -300,6 +308,12 @@ def main() -> None:
     parser.add_argument(
         "--clock", choices=CLOCKS, default="wall", help="wall or cpu time (cpu: busy machines)"
     )
+    parser.add_argument(
+        "--statistic",
+        choices=STATISTICS,
+        default="median",
+        help="median or min (the best round: neighbours sharing memory bandwidth) of the rounds",
+    )
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
     parser.add_argument(
@@ -311,7 +325,10 @@ def main() -> None:
     if args.memory_child:
         memory_child(args.memory_child, args.size)
         return
-    print(time_table(args.size, args.rounds, not args.no_compile, args.baseline, args.clock))
+    table = time_table(
+        args.size, args.rounds, not args.no_compile, args.baseline, args.clock, args.statistic
+    )
+    print(table)
     if not args.no_memory:
         print()
         print(memory_table(args.size, torch.get_num_threads()))

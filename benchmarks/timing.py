@@ -1,7 +1,8 @@
 """The one timer and the one memory-bandwidth floor of the benchmark scripts.
 
-* :func:`interleaved_medians` times every candidate in interleaved rounds, so
-  that load from other processes slows them alike, and keeps the median.
+* :func:`interleaved_times` times every candidate in interleaved rounds, so
+  that load from other processes slows them alike, and keeps the median (or
+  the best) round.
 * :class:`CopyFloor` is the floor: the time to move ``n`` bytes at the
   bandwidth of copying a tensor into a buffer allocated (and touched) once in
   advance. A copy into a fresh allocation would also pay the first-touch page
@@ -34,16 +35,28 @@ which leaves out the time other processes hold the cores: steadier on a busy
 machine, and equal to wall time on an idle one when torch runs one thread."""
 
 
-def interleaved_medians(
-    fns: dict[str, Callable[[], object]], rounds: int, block_s: float = 0.02, clock: str = "wall"
+STATISTICS = {"median": statistics.median, "min": min}
+"""How the rounds of one function become its time. ``median``: the typical round.
+``min``: the best round, the time the code takes when nothing else gets in its
+way; steadier than the median where other machines' jobs share the memory
+bandwidth in bursts longer than a round (a VM's neighbours)."""
+
+
+def interleaved_times(
+    fns: dict[str, Callable[[], object]],
+    rounds: int,
+    block_s: float = 0.02,
+    clock: str = "wall",
+    statistic: str = "median",
 ) -> dict[str, float]:
-    """Median milliseconds per call of each function, measured in interleaved rounds.
+    """Milliseconds per call of each function, measured in interleaved rounds.
 
     Each round times a short block of calls of every function in turn, so a burst
     of load from other processes slows all of them alike instead of one, and the
-    median over rounds drops the disturbed blocks. The number of calls per block
-    is set once per function from a warm-up call (which also compiles, for
-    ``torch.compile``'d functions). ``clock`` is a key of :data:`CLOCKS`.
+    median (or min) over rounds drops the disturbed blocks. The number of calls per
+    block is set once per function from a warm-up call (which also compiles, for
+    ``torch.compile``'d functions). ``clock`` is a key of :data:`CLOCKS`,
+    ``statistic`` one of :data:`STATISTICS`.
     """
     now = CLOCKS[clock]
     calls = {}
@@ -60,7 +73,7 @@ def interleaved_medians(
                 for _ in range(calls[name]):
                     fn()
                 times[name].append((now() - start) / calls[name] * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: STATISTICS[statistic](t) for name, t in times.items()}
 
 
 class CopyFloor:
