@@ -58,6 +58,8 @@ def interleaved_times(
     ``torch.compile``'d functions). ``clock`` is a key of :data:`CLOCKS`,
     ``statistic`` one of :data:`STATISTICS`.
     """
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {sorted(STATISTICS)}, got {statistic!r}")
     now = CLOCKS[clock]
     calls = {}
     for name, fn in fns.items():
