@@ -51,10 +51,13 @@ CONFIGS: dict[str, dict[str, str]] = {
 }
 
 DEFAULT_TESTS = ["notebooks", "tests/test_against_pytorch.py", "tests/test_layers.py",
-                 "tests/test_hardware.py", "tests/test_integer_ops.py", "tests/test_kernels.py",
-                 "tests/test_runtimes.py"]
-"""nbval on every notebook, and the tests whose oracles are CPU kernels: PyTorch's, its packed
-weight-only matmuls', torchao's and ONNX Runtime's."""
+                 "tests/test_layers_forward.py", "tests/test_hardware.py",
+                 "tests/test_integer_ops.py", "tests/test_kernels.py",
+                 "tests/test_quantize_fast_path.py", "tests/test_runtimes.py"]
+"""nbval on every notebook, the tests whose oracles are CPU kernels (PyTorch's, its packed
+weight-only matmuls', torchao's and ONNX Runtime's), and those of the code that depends on
+the CPU's kernels itself: quantize's fast path (taken only where multiply-add rounds once)
+and compiled form, and the float16/bfloat16 forward of the weight-only layers."""
 
 
 def run(name: str, pytest_args: list[str]) -> tuple[str, float, str]:
