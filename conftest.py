@@ -28,6 +28,15 @@ from linquant_helpers.lessons import missing_requirements
 BROWSER_FILE = "test_browser.py"
 """Its tests are independent (each opens its own tab): pytest-xdist may spread them."""
 
+BROWSER_RUN = "test_run_all_cells_in_jupyterlab_with_solutions"
+PAPERMILL_RUN = "test_papermill_run_with_solutions"
+"""The two tests that run a whole notebook with the solutions filled in."""
+
+
+def _test_name(item: pytest.Item) -> str | None:
+    """A test function's name without its parameters; None for nbval's cells."""
+    return getattr(item, "originalname", None)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """In a pytest-xdist worker, give torch (and the kernels it starts) its share of the
@@ -71,7 +80,7 @@ def _notebook_run(item: pytest.Item) -> int | None:
     path = Path(str(item.path))
     if path.suffix == ".ipynb":
         return int(path.name[:2])
-    if getattr(item, "originalname", None) in RUNS_WITH_SOLUTIONS:
+    if _test_name(item) in (BROWSER_RUN, PAPERMILL_RUN):
         return int(_notebook_of(item)[:2])
     return None
 
@@ -105,10 +114,6 @@ def _notebook_of(item: pytest.Item) -> str | None:
     return Path(str(value)).stem if value is not None else None
 
 
-RUNS_WITH_SOLUTIONS = (
-    "test_run_all_cells_in_jupyterlab_with_solutions",
-    "test_papermill_run_with_solutions",
-)
 
 
 def _run_with_solutions_once(items: list[pytest.Item]) -> None:
@@ -116,10 +121,10 @@ def _run_with_solutions_once(items: list[pytest.Item]) -> None:
     in_browser = {
         _notebook_of(item)
         for item in items
-        if getattr(item, "originalname", None) == RUNS_WITH_SOLUTIONS[0] and not _skipped(item)
+        if _test_name(item) == BROWSER_RUN and not _skipped(item)
     }
     for item in items:
-        if getattr(item, "originalname", None) == RUNS_WITH_SOLUTIONS[1] and (
+        if _test_name(item) == PAPERMILL_RUN and (
             _notebook_of(item) in in_browser
         ):
             item.add_marker(

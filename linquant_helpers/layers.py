@@ -82,8 +82,8 @@ class _QuantizedLinear(nn.Module):
     def _through_kernel(
         self, x: torch.Tensor, matmul: Callable[[torch.Tensor], torch.Tensor]
     ) -> torch.Tensor:
-        """``matmul(x) + b`` for ``x`` of any leading shape, through a kernel that takes
-        ``(M, in)`` rows and returns ``(M, out)``."""
+        """``matmul(x) + b`` for ``x`` of any leading shape, through a kernel (or the
+        layer's own matmul) that takes ``(M, in)`` rows and returns ``(M, out)``."""
         y = matmul(x.reshape(-1, self.in_features).contiguous())
         if self.bias is not None:
             y.add_(self.bias.to(y.dtype))  # in place: y is the kernel's fresh result
@@ -167,10 +167,9 @@ class W8A16Linear(_QuantizedLinear):
         # float16 computes in float32: x q^T sums codes up to 127, which can pass
         # float16's largest value (65504) where x w^T would not
         dtype = torch.float32 if x.dtype == torch.float16 else x.dtype
-        y = F.linear(x.to(dtype), self.weight_q.to(dtype))  # x q^T; int8 codes are exact
-        y = y.mul_(self.weight_scale.to(dtype))  # in place: y is F.linear's fresh result
-        if self.bias is not None:
-            y = y.add_(self.bias.to(dtype))
+        q, s = self.weight_q.to(dtype), self.weight_scale.to(dtype)  # int8 codes are exact
+        # x q^T, then the scales, in place on F.linear's fresh result
+        y = self._through_kernel(x.to(dtype), lambda rows: F.linear(rows, q).mul_(s))
         return y.to(x.dtype)
 
     def _describe(self) -> str:
