@@ -383,9 +383,15 @@ def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     while the exact sum did not, about once in 2^29 random values). Under
     ``torch.compile`` the FMA is asked for explicitly, since Inductor lowers
     ``addcmul`` on the CPU to a multiply and an add (two roundings).
+
+    Compiled, ``b`` and ``c`` are small (the qparams) and ``a`` is big: Inductor
+    would put the arithmetic that makes ``b`` and ``c`` (``1 / scale``, the zero
+    point as a float) inside its loop over ``a``, a division per vector. Stacked,
+    they are computed once, into a buffer that the loop only reads.
     """
     if torch.compiler.is_compiling():
         shape = torch.broadcast_shapes(a.shape, b.shape, c.shape)
+        b, c = torch.stack(torch.broadcast_tensors(b, c))
         return torch.ops.prims.fma(a.expand(shape), b.expand(shape), c.expand(shape))
     return (a.double() * b.double() + c.double()).to(a.dtype)
 
