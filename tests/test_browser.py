@@ -114,7 +114,7 @@ def lab(tmp_path_factory):
     skip = shutil.ignore_patterns("_executed", ".ipynb_checkpoints", "__pycache__")
     for folder in ("run", "save"):
         shutil.copytree(NOTEBOOK_DIR, root / folder / "notebooks", ignore=skip)
-        # 06 runs ../benchmarks/bench_inference.py: keep the repository's layout
+        # 07 and 10 run benchmarks/ scripts beside the package: keep the repository's layout
         shutil.copytree(ROOT / "benchmarks", root / folder / "benchmarks", ignore=skip)
     for path in sorted((root / "run" / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         switch_on_solutions(path)
