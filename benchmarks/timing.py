@@ -48,6 +48,7 @@ def interleaved_times(
     block_s: float = 0.02,
     clock: str = "wall",
     statistic: str = "median",
+    device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """Milliseconds per call of each function, measured in interleaved rounds.
 
@@ -57,10 +58,22 @@ def interleaved_times(
     block is set once per function from a warm-up call (which also compiles, for
     ``torch.compile``'d functions). ``clock`` is a key of :data:`CLOCKS`,
     ``statistic`` one of :data:`STATISTICS`.
+
+    On a CUDA ``device`` the calls only queue kernels: the clock is read after
+    ``torch.cuda.synchronize()``, so a block's time is the GPU's, and only the
+    wall clock measures it.
     """
     if statistic not in STATISTICS:
         raise ValueError(f"statistic must be one of {sorted(STATISTICS)}, got {statistic!r}")
-    now = CLOCKS[clock]
+    sync = device_sync(device)
+    if sync is not None and clock != "wall":
+        raise ValueError(f"clock must be 'wall' on {device}: the CPU time leaves out the GPU's")
+
+    def now() -> float:
+        if sync is not None:
+            sync()
+        return CLOCKS[clock]()
+
     calls = {}
     for name, fn in fns.items():
         fn()  # warm-up: first-call allocations, lazy initialization, compilation
@@ -76,6 +89,17 @@ def interleaved_times(
                     fn()
                 times[name].append((now() - start) / calls[name] * 1e3)
     return {name: STATISTICS[statistic](t) for name, t in times.items()}
+
+
+def device_sync(device: torch.device | str) -> Callable[[], None] | None:
+    """What waits for ``device``'s queued work: ``torch.cuda.synchronize`` on CUDA,
+    None on the CPU (its calls return when they are done)."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return None
+    if device.type == "cuda" and torch.cuda.is_available():
+        return lambda: torch.cuda.synchronize(device)
+    raise ValueError(f"device must be the CPU or a CUDA device present here, got {str(device)!r}")
 
 
 class CopyFloor:

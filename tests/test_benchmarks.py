@@ -1,0 +1,86 @@
+"""The benchmark scripts run, and their tables say what they measured.
+
+No timing is asserted here (times belong to the scripts, compared within one
+run): these runs are small and only check that ``bench_quantize.py`` and
+``bench_observers.py`` still work, that every row carries a ratio, and that a
+device the timer cannot time is refused by name. (``bench_inference.py`` and
+``bench_kernels.py`` run in notebooks 07 and 10.)
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from timing import device_sync, interleaved_times  # noqa: E402
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _table_rows(text: str) -> dict[str, list[str]]:
+    """Markdown table rows by their first cell, header and rule rows left out."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] not in ("operation", "observer", "---"):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_bench_quantize_prints_a_ratio_and_a_verdict_per_row():
+    run = _run("bench_quantize.py", "--size", "128", "--rounds", "1", "--no-compile", "--no-memory")
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"on the CPU \(\w+\), torch .*copy bandwidth [\d.]+ GB/s", run.stdout)
+    rows = _table_rows(run.stdout)
+    for label in ("per-tensor", "per-channel", "per-group g=64"):
+        ms, ratio, _, _, goal, result = rows[f"quantize {label}, eager"]
+        assert float(ms) >= 0 and float(ratio) > 0
+        assert goal == "<= 2x floor" and result in ("PASS", "MISS")
+    assert "torch.quantize_per_tensor" in rows and "torch .dequantize()" in rows
+    assert float(rows["copy x into a ready buffer (bandwidth)"][1]) == 1.0
+    assert all(float(cells[1]) > 0 for cells in rows.values())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="here CUDA is a device it can time")
+def test_bench_quantize_refuses_a_device_it_cannot_time():
+    run = _run("bench_quantize.py", "--device", "cuda", "--size", "64")
+    assert run.returncode == 2
+    assert "device must be the CPU or a CUDA device present here, got 'cuda'" in run.stderr
+
+
+def test_bench_observers_measures_each_row_in_a_subprocess():
+    run = _run("bench_observers.py", "--size", "64", "--only", "MinMax")
+    assert run.returncode == 0, run.stderr
+    rows = _table_rows(run.stdout)
+    assert "MinMaxObserver()" in rows and "MinMaxObserver(axis=0)" in rows
+    for cells in rows.values():
+        assert float(cells[0]) >= 0 and cells[3] in ("PASS", "MISS")
+
+
+def test_the_timer_names_what_it_cannot_do():
+    assert device_sync("cpu") is None
+    with pytest.raises(ValueError, match="got 'meta'"):
+        device_sync("meta")
+    with pytest.raises(ValueError, match="statistic must be one of"):
+        interleaved_times({"noop": lambda: None}, 1, statistic="mean")
+
+
+def test_the_timer_returns_milliseconds_per_call_of_each_function():
+    ms = interleaved_times({"a": lambda: None, "b": lambda: sum(range(1000))}, 3, block_s=0.001)
+    assert set(ms) == {"a", "b"} and all(t >= 0 for t in ms.values())
+    assert ms["b"] > ms["a"]  # a thousand additions take longer than nothing
