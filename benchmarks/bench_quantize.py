@@ -28,6 +28,7 @@ import importlib.util
 import json
 import logging
 import os
+import platform
 import subprocess
 import sys
 import warnings
@@ -204,6 +205,12 @@ def _compiled_closure(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tens
 # the memory the operation holds. With a fixed 64 KiB threshold every big buffer
 # is its own mapping, returned to the OS when freed: RSS is the live memory.
 MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=65536:glibc.malloc.trim_threshold=65536"
+
+# --reuse-memory: the opposite for the times table. glibc gives each allocation above
+# its mmap threshold (32 MiB at most) fresh pages, which the kernel zeroes on first
+# touch, and smaller ones fresh or recycled pages depending on what was freed before.
+# With no mmap and no trimming, every call gets recycled pages: the arithmetic alone.
+REUSE_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
 MEMORY_ROWS = [
     "quantize per-tensor, eager",
     "quantize per-channel, eager",
@@ -213,6 +220,13 @@ MEMORY_ROWS = [
     "torch.quantize_per_tensor",
     "torch.quantize_per_channel",
 ]
+
+
+def _allocations() -> str:
+    """How this process's big allocations get their pages (see REUSE_TUNABLES)."""
+    if os.environ.get("GLIBC_TUNABLES") == REUSE_TUNABLES:
+        return "allocations reuse freed pages (--reuse-memory)"
+    return "allocations get fresh or reused pages as the C library decides"
 
 
 def _ratio(ours: float, theirs: float | None) -> str:
@@ -261,7 +275,8 @@ def time_table(
         f"Times: {size} x {size} float32 on {where}, "
         f"torch {torch.__version__}, threads: {torch.get_num_threads()}, {statistic} of {rounds} "
         f"interleaved rounds of {clock} time; "
-        f"copy bandwidth {floor.bandwidth(copy_ms) / 1e6:.1f} GB/s"
+        f"copy bandwidth {floor.bandwidth(copy_ms) / 1e6:.1f} GB/s; "
+        f"{_allocations()}"
         f"{'' if ao else '; torchao not installed, its rows left out'}.\n\n"
     )
     return header + "\n".join(rows)
@@ -349,8 +364,19 @@ def main() -> None:
         default="cpu",
         help="cpu (default) or cuda: time there, with the floor of a copy there",
     )
+    parser.add_argument(
+        "--reuse-memory",
+        action="store_true",
+        help="every call gets recycled pages from glibc, never fresh ones (Linux, glibc)",
+    )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reuse_memory and platform.libc_ver()[0] != "glibc":
+        parser.error("--reuse-memory sets glibc's tunables: it needs Linux with glibc")
+    if args.reuse_memory and os.environ.get("GLIBC_TUNABLES") != REUSE_TUNABLES:
+        # glibc reads its tunables when a process starts: start this script again with them
+        env = {**os.environ, "GLIBC_TUNABLES": REUSE_TUNABLES}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(args.memory_child, args.size)

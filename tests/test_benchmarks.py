@@ -9,6 +9,7 @@ device the timer cannot time is refused by name. (``bench_inference.py`` and
 
 from __future__ import annotations
 
+import platform
 import re
 import subprocess
 import sys
@@ -46,6 +47,7 @@ def test_bench_quantize_prints_a_ratio_and_a_verdict_per_row():
     run = _run("bench_quantize.py", "--size", "128", "--rounds", "1", "--no-compile", "--no-memory")
     assert run.returncode == 0, run.stderr
     assert re.search(r"on the CPU \(\w+\), torch .*copy bandwidth [\d.]+ GB/s", run.stdout)
+    assert "pages as the C library decides" in run.stdout.splitlines()[0]
     rows = _table_rows(run.stdout)
     for label in ("per-tensor", "per-channel", "per-group g=64"):
         ms, ratio, _, _, goal, result = rows[f"quantize {label}, eager"]
@@ -54,6 +56,17 @@ def test_bench_quantize_prints_a_ratio_and_a_verdict_per_row():
     assert "torch.quantize_per_tensor" in rows and "torch .dequantize()" in rows
     assert float(rows["copy x into a ready buffer (bandwidth)"][1]) == 1.0
     assert all(float(cells[1]) > 0 for cells in rows.values())
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's tunables")
+def test_bench_quantize_reuse_memory_restarts_itself_with_glibc_tunables():
+    run = _run(
+        "bench_quantize.py", "--size", "128", "--rounds", "1", "--no-compile", "--no-memory",
+        "--reuse-memory",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "allocations reuse freed pages (--reuse-memory)" in run.stdout.splitlines()[0]
+    assert "quantize per-tensor, eager" in _table_rows(run.stdout)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="here CUDA is a device it can time")
