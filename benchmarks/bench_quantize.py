@@ -161,9 +161,10 @@ def operations(
     s_c64, z_c64 = s_c.double(), z_c.long()  # the types torch.quantize_per_channel wants
     s_g128, z_g128 = choose_qparams(x, group_size=128)
     q = quantize(x, s_t, z_t)
+    s_float, z_int = float(s_t), int(z_t)  # read once: on a GPU each read waits for it
     pytorch_rows = {
         "torch.quantize_per_tensor": lambda: torch.quantize_per_tensor(
-            x, float(s_t), int(z_t), torch.qint8
+            x, s_float, z_int, torch.qint8
         ),
         "torch.quantize_per_channel": lambda: torch.quantize_per_channel(
             x, s_c64, z_c64, 0, torch.qint8
