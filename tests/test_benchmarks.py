@@ -9,6 +9,7 @@ device the timer cannot time is refused by name. (``bench_inference.py`` and
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import subprocess
@@ -74,6 +75,21 @@ def test_bench_quantize_refuses_a_device_it_cannot_time():
     run = _run("bench_quantize.py", "--device", "cuda", "--size", "64")
     assert run.returncode == 2
     assert "device must be the CPU or a CUDA device present here, got 'cuda'" in run.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="here it would run the GPU check")
+def test_gpu_check_runs_the_cuda_tests_then_refuses_a_missing_gpu(tmp_path):
+    run = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)},
+    )
+    assert run.returncode == 2  # the benchmark's refusal, through pipefail
+    assert "available: False" in run.stdout
+    assert re.search(r"\d+ skipped", (tmp_path / "gpu_tests.log").read_text())
+    assert "got 'cuda'" in (tmp_path / "gpu_bench_quantize.md").read_text()
 
 
 def test_bench_observers_measures_each_row_in_a_subprocess():
