@@ -115,8 +115,6 @@ def _notebook_of(item: pytest.Item) -> str | None:
     return Path(str(value)).stem if value is not None else None
 
 
-
-
 def _run_with_solutions_once(items: list[pytest.Item]) -> None:
     """Skip the papermill run of each notebook that the browser test runs with solutions."""
     in_browser = {

@@ -45,11 +45,11 @@ from timing import (  # noqa: E402
     CLOCKS,
     STATISTICS,
     CopyFloor,
-    device_sync,
     interleaved_times,
     optional_torchao,
     release_free_memory,
     status_kib,
+    timer,
 )
 
 from linquant_helpers import choose_qparams, dequantize, quantize  # noqa: E402
@@ -130,13 +130,13 @@ def operations(
     # right after it ran up to 2x slower (the same compiled code: 4.1x vs 2.0x the floor,
     # three runs), so those rows go last, after the rows that are compared with them.
     last = {}
+    on_cpu = x.device.type == "cpu"
     for label, kw in GRANULARITIES.items():
         s, z = choose_qparams(x, **kw)
         pytorch = {
             "per-tensor": "torch.quantize_per_tensor",
             "per-channel": "torch.quantize_per_channel",
         }.get(label)
-        on_cpu = x.device.type == "cpu"
         modes = {"eager": (quantize, GOAL_EAGER if on_cpu else None)}
         if compile_:
             modes["compiled"] = (compiled(quantize), GOAL_COMPILED if on_cpu else GOAL_COMPILED_GPU)
@@ -212,6 +212,7 @@ MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=65536:glibc.malloc.trim_threshold
 # touch, and smaller ones fresh or recycled pages depending on what was freed before.
 # With no mmap and no trimming, every call gets recycled pages: the arithmetic alone.
 REUSE_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
+
 MEMORY_ROWS = [
     "quantize per-tensor, eager",
     "quantize per-channel, eager",
@@ -383,11 +384,9 @@ def main() -> None:
         memory_child(args.memory_child, args.size)
         return
     try:
-        device_sync(args.device)  # a device it cannot time is named before anything runs
+        timer(args.device, args.clock)  # a device or clock it cannot time, before anything runs
     except (ValueError, RuntimeError) as err:
         parser.error(str(err))
-    if args.device != "cpu" and args.clock != "wall":
-        parser.error("--clock cpu leaves out the GPU's time: use the wall clock on a GPU")
     table = time_table(
         args.size,
         args.rounds,

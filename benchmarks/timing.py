@@ -65,15 +65,7 @@ def interleaved_times(
     """
     if statistic not in STATISTICS:
         raise ValueError(f"statistic must be one of {sorted(STATISTICS)}, got {statistic!r}")
-    sync = device_sync(device)
-    if sync is not None and clock != "wall":
-        raise ValueError(f"clock must be 'wall' on {device}: the CPU time leaves out the GPU's")
-
-    def now() -> float:
-        if sync is not None:
-            sync()
-        return CLOCKS[clock]()
-
+    now = timer(device, clock)
     calls = {}
     for name, fn in fns.items():
         fn()  # warm-up: first-call allocations, lazy initialization, compilation
@@ -100,6 +92,23 @@ def device_sync(device: torch.device | str) -> Callable[[], None] | None:
     if device.type == "cuda" and torch.cuda.is_available():
         return lambda: torch.cuda.synchronize(device)
     raise ValueError(f"device must be the CPU or a CUDA device present here, got {str(device)!r}")
+
+
+def timer(device: torch.device | str, clock: str = "wall") -> Callable[[], float]:
+    """The clock :func:`interleaved_times` reads for work on ``device``: ``CLOCKS[clock]``,
+    read after :func:`device_sync` on a GPU. Raises ``ValueError`` for a device it
+    cannot time, and for the CPU clock on a GPU (it leaves out the GPU's time)."""
+    sync = device_sync(device)
+    if sync is None:
+        return CLOCKS[clock]
+    if clock != "wall":
+        raise ValueError(f"clock must be 'wall' on {device}: the CPU time leaves out the GPU's")
+
+    def now() -> float:
+        sync()
+        return CLOCKS[clock]()
+
+    return now
 
 
 class CopyFloor:
