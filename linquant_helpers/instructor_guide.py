@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .run_notebooks import write_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "instructors.md"
 CATALOGUE_FILE = ROOT / "tests" / "wrong_answers.py"
@@ -163,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if the guide is stale")
     parser.add_argument("--guide", type=Path, default=GUIDE)
     args = parser.parse_args(argv)
-    old = args.guide.read_text(encoding="utf-8")
+    try:
+        old = args.guide.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        print(f"{parser.prog}: error: --guide {args.guide}: cannot read it ({err})",
+              file=sys.stderr)
+        return 2
     new = generate(old)
     if args.check:
         if new != old:
@@ -171,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{args.guide} is up to date")
         return 0
-    args.guide.write_text(new, encoding="utf-8")
+    write_atomic(new, args.guide)  # an interrupted write leaves the old guide, never half of it
     print(f"wrote {args.guide}")
     return 0
 

@@ -74,7 +74,9 @@ def find_notebooks(directory: Path, patterns: list[str]) -> list[Path]:
 
 def temporary_path(target: Path) -> Path:
     """A fresh, hidden file name next to ``target`` (same folder, so a rename is atomic)."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp.ipynb", dir=target.parent)
+    fd, name = tempfile.mkstemp(
+        prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent
+    )
     os.close(fd)
     return Path(name)
 

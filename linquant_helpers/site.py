@@ -18,9 +18,12 @@ from __future__ import annotations
 import argparse
 import copy
 import html
+import os
 import re
 import shutil
 import sys
+import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 DEFAULT_OUT = ROOT / "_site"
 MATHJAX_DIR = "_static/mathjax"
+MARKER = ".linquant-site"
+"""The file every site this module builds holds: only a folder with it may be replaced."""
 MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"  # the combined config that package ships
 
 # The package ships MathJax's STIX-Web fonts only. Browsers refuse web fonts to pages
@@ -92,6 +97,10 @@ td ul {{ margin: 0; padding-left: 1.2em; }}
 """
 
 
+class SiteError(ValueError):
+    """A bad ``--out`` or a notebook the site cannot show; the message names which."""
+
+
 @dataclass(frozen=True)
 class Lesson:
     """What the course map shows of one notebook, read from its first cell."""
@@ -112,11 +121,22 @@ def find_lessons(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
     return find_notebooks(notebook_dir, [])
 
 
+def _one_line(err: BaseException) -> str:
+    """``Type: first line of the message``: validation errors run over many lines."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
 def read_lesson(path: Path) -> Lesson:
     """Title (first ``#`` heading), objectives (the list under "Learning objectives") and time."""
     import nbformat
 
-    nb = nbformat.read(path, as_version=4)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as err:  # noqa: BLE001 - not JSON, not UTF-8, not a notebook: say which
+        raise SiteError(f"{path}: not a readable notebook ({_one_line(err)})") from None
+    if not nb.cells:
+        raise SiteError(f"{path}: the notebook has no cells (a lesson starts with its title)")
     first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
     title_match = re.search(r"^#\s+(.+)$", first, re.MULTILINE)
     title = title_match.group(1).strip() if title_match else path.stem
@@ -258,7 +278,7 @@ def copy_mathjax(out: Path) -> None:
     try:
         import jupyter_server_mathjax
     except ImportError:
-        raise SystemExit(
+        raise SiteError(
             "the site needs MathJax from the jupyter-server-mathjax package: "
             "python -m pip install -e '.[notebooks]'"
         ) from None
@@ -266,24 +286,77 @@ def copy_mathjax(out: Path) -> None:
     shutil.copytree(source, out / MATHJAX_DIR, dirs_exist_ok=True)
 
 
+def check_out(out: Path, notebook_dir: Path) -> None:
+    """Raise :class:`SiteError` unless ``out`` may be (re)built: a new or empty folder, or a
+    site built here before (it holds :data:`MARKER`), neither a file nor a folder that holds
+    the notebooks."""
+    out, notebooks = out.resolve(), notebook_dir.resolve()
+    if out == notebooks or out in notebooks.parents:
+        raise SiteError(f"--out {out} holds the notebooks folder {notebooks}; choose another")
+    if out.exists() and not out.is_dir():
+        raise SiteError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise SiteError(
+            f"--out {out} is not empty and is not a site built by this command (no {MARKER} "
+            "in it): refusing to replace it; choose a new or empty folder"
+        )
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Replace the folder ``out`` (if any) by ``new``, a sibling: two renames, then the old
+    site is deleted. If the second rename fails, the old site is put back."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(out, old)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old)
+
+
 def build(out: Path = DEFAULT_OUT, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
-    """Write the site into ``out`` (emptied first); return the HTML pages written."""
+    """Write the site into ``out``; return the HTML pages written.
+
+    The site is built in a temporary folder beside ``out`` and swapped in at the
+    end, so a build that fails leaves the previous site as it was. ``out`` must be
+    new, empty, or a site this function built (see :func:`check_out`); raises
+    :class:`SiteError` otherwise, and for a notebook it cannot read.
+    """
+    check_out(out, notebook_dir)
     lessons = [read_lesson(p) for p in find_lessons(notebook_dir)]
     if not lessons:
-        raise SystemExit(f"no notebooks NN_*.ipynb in {notebook_dir}")
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "notebooks").mkdir(parents=True)
-    copy_mathjax(out)
-    mathjax_url = f"{MATHJAX_DIR}/MathJax.js?config={MATHJAX_CONFIG}"
-    pages = [out / "index.html"]
-    pages[0].write_text(render_index(lessons, mathjax_url), encoding="utf-8")
-    for index, lesson in enumerate(lessons):
-        page = out / lesson.page
-        page.write_text(render_lesson(lessons, index, mathjax_url), encoding="utf-8")
-        shutil.copy2(lesson.path, out / "notebooks" / lesson.path.name)
-        pages.append(page)
-    return pages
+        raise SiteError(f"no notebooks NN_*.ipynb in {notebook_dir}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        (tmp / "notebooks").mkdir()
+        copy_mathjax(tmp)
+        mathjax_url = f"{MATHJAX_DIR}/MathJax.js?config={MATHJAX_CONFIG}"
+        names = ["index.html"]
+        (tmp / "index.html").write_text(render_index(lessons, mathjax_url), encoding="utf-8")
+        for index, lesson in enumerate(lessons):
+            try:
+                page = render_lesson(lessons, index, mathjax_url)
+            except Exception as err:  # noqa: BLE001 - name the notebook that failed
+                raise SiteError(f"{lesson.path}: cannot render ({_one_line(err)})") from err
+            (tmp / lesson.page).write_text(page, encoding="utf-8")
+            shutil.copy2(lesson.path, tmp / "notebooks" / lesson.path.name)
+            names.append(lesson.page)
+        (tmp / MARKER).write_text(
+            "Built by linquant's site command; a rebuild replaces this folder.\n",
+            encoding="utf-8",
+        )
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a site is for reading
+        _swap_in(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return [out / name for name in names]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,7 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default _site/)")
     b.add_argument("--notebooks", type=Path, default=NOTEBOOK_DIR, help="notebook folder")
     args = parser.parse_args(argv)
-    pages = build(args.out, args.notebooks)
+    try:
+        pages = build(args.out, args.notebooks)
+    except SiteError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
     print(
         f"wrote {len(pages)} pages to {args.out}; to read it: "
         f"python -m http.server -b 127.0.0.1 -d {args.out}, then open http://127.0.0.1:8000/"

@@ -70,3 +70,22 @@ def test_committed_guide_is_generated_from_the_catalogue_and_notebooks():
     assert guide.generate(text) == text, (
         "docs/instructors.md is out of date: run python -m linquant_helpers.instructor_guide"
     )
+
+
+def test_main_writes_the_guide_atomically(tmp_path: Path, monkeypatch):
+    """A write that fails halfway (here: text that cannot be encoded) leaves the old guide."""
+    target = tmp_path / "instructors.md"
+    target.write_text("the old guide\n")
+    monkeypatch.setattr(guide, "generate", lambda text: "x" * 100_000 + "\udcff")
+    with pytest.raises(UnicodeEncodeError):
+        guide.main(["--guide", str(target)])
+    assert target.read_text() == "the old guide\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["instructors.md"]
+    monkeypatch.setattr(guide, "generate", lambda text: "new\n")
+    assert guide.main(["--guide", str(target)]) == 0
+    assert target.read_text() == "new\n"
+
+
+def test_main_names_a_missing_guide(tmp_path: Path, capsys):
+    assert guide.main(["--guide", str(tmp_path / "nowhere.md")]) == 2
+    assert "nowhere.md" in capsys.readouterr().err

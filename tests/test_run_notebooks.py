@@ -181,6 +181,15 @@ def test_write_atomic_replaces_in_one_step_and_leaves_nothing_behind(tmp_path: P
     assert [p.name for p in tmp_path.iterdir()] == ["01_x.ipynb"]
 
 
+def test_write_atomic_that_fails_halfway_leaves_the_old_file(tmp_path: Path):
+    target = tmp_path / "guide.md"
+    target.write_text("old")
+    with pytest.raises(UnicodeEncodeError):  # the encoder fails after the file was opened
+        write_atomic("new" * 10_000 + "\udcff", target)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["guide.md"]
+
+
 def test_normalize_joins_stream_outputs_cut_differently_by_the_kernel() -> None:
     import nbformat
 

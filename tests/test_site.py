@@ -192,3 +192,108 @@ def test_every_page_renders_offline_in_chromium(built):
             tab.close()
     (shots / "pages.json").write_text(json.dumps([p.name for p in pages], indent=1) + "\n")
     assert not problems, "\n".join(problems)
+
+
+# --- where the site may be written, and a rebuild that fails (no browser needed) ---
+
+
+def _lesson(folder: Path, name: str, title: str) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(
+            f"# {title}\n\n**Learning objectives**\n\n- one\n\n**Estimated time**: 10 minutes\n"
+        ),
+        nbformat.v4.new_code_cell("1 + 1"),
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, folder / name)
+    return folder / name
+
+
+@pytest.fixture
+def course(tmp_path: Path) -> Path:
+    folder = tmp_path / "notebooks"
+    _lesson(folder, "01_first.ipynb", "01 First")
+    _lesson(folder, "02_second.ipynb", "02 Second")
+    return folder
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file()}
+
+
+def test_build_refuses_a_folder_that_is_not_a_site(course: Path, tmp_path: Path, capsys):
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "thesis.txt").write_text("three years of work")
+    with pytest.raises(site.SiteError, match=r"not a site built by this command"):
+        site.build(out, course)
+    assert site.main(["build", "--out", str(out), "--notebooks", str(course)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(out) in err
+    assert (out / "thesis.txt").read_text() == "three years of work"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_build_refuses_the_notebooks_folder_and_what_holds_it(course: Path, tmp_path: Path):
+    before = _files(tmp_path)
+    for out in (course, tmp_path, course / ".." / "notebooks"):
+        with pytest.raises(site.SiteError, match="holds the notebooks folder"):
+            site.build(out, course)
+    (course / site.MARKER).write_text("")  # not even a marker makes the notebooks a site
+    with pytest.raises(site.SiteError, match="holds the notebooks folder"):
+        site.build(course, course)
+    (course / site.MARKER).unlink()
+    assert _files(tmp_path) == before
+
+
+def test_build_refuses_a_file(course: Path, tmp_path: Path):
+    out = tmp_path / "site.html"
+    out.write_text("mine")
+    with pytest.raises(site.SiteError, match="is a file"):
+        site.build(out, course)
+    assert out.read_text() == "mine"
+
+
+def test_rebuild_replaces_a_previous_site_and_a_failed_one_keeps_it(
+    course: Path, tmp_path: Path, monkeypatch
+):
+    out = tmp_path / "_site"
+    out.mkdir()  # an empty folder is fine
+    pages = site.build(out, course)
+    assert (out / site.MARKER).is_file() and [p.name for p in pages][0] == "index.html"
+    (out / "stale.html").write_text("from an older build")
+    site.build(out, course)  # a previous site is replaced whole
+    assert not (out / "stale.html").exists()
+    before = _files(out)
+
+    real = site.render_lesson
+
+    def fails_on_the_second(lessons, index, mathjax_url):
+        if index == 1:
+            raise RuntimeError("cannot render this output")
+        return real(lessons, index, mathjax_url)
+
+    monkeypatch.setattr(site, "render_lesson", fails_on_the_second)
+    with pytest.raises(site.SiteError, match="02_second.ipynb: cannot render"):
+        site.build(out, course)
+    assert _files(out) == before  # the old site, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_site", "notebooks"]  # no leftovers
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"{not json", b"\xff\xfe\x00garbage", b'{"cells": [], "metadata": {}, '
+     b'"nbformat": 4, "nbformat_minor": 5}', b'{"a": 1}'],
+    ids=["empty", "not-json", "not-utf8", "no-cells", "not-a-notebook"],
+)
+def test_a_bad_notebook_is_named_in_one_line(course: Path, tmp_path: Path, content: bytes, capsys):
+    (course / "03_bad.ipynb").write_bytes(content)
+    out = tmp_path / "_site"
+    assert site.main(["build", "--out", str(out), "--notebooks", str(course)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "03_bad.ipynb" in err, err
+    assert not out.exists()
