@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from .optional import require
-from .validation import check_float_tensor, check_tensor
+from .validation import check_finite, check_float_tensor, check_tensor
 
 BLOCK_SIZE = 32
 """Weights per block, for both formats (``QK8_0 = QK4_0 = 32`` in llama.cpp)."""
@@ -39,6 +39,9 @@ BLOCK_BYTES = {"Q8_0": 2 + BLOCK_SIZE, "Q4_0": 2 + BLOCK_SIZE // 2}
 
 CODE_RANGE = {"Q8_0": (-127, 127), "Q4_0": (-8, 7)}
 """``(qmin, qmax)`` of each format's codes."""
+
+FLOAT16_MAX = float(torch.finfo(torch.float16).max)
+"""65504: the largest scale a block can store; a larger one would be stored as infinity."""
 
 
 def _check_format(fmt: str) -> str:
@@ -55,7 +58,22 @@ def _blocks(x: torch.Tensor) -> torch.Tensor:
             f"x's last dimension must be a multiple of {BLOCK_SIZE} (one block per 32 weights), "
             f"got shape {tuple(x.shape)}"
         )
+    check_finite(x)  # NaN or inf has no code: llama.cpp would store a NaN scale
     return x.float().reshape(*x.shape[:-1], -1, BLOCK_SIZE)
+
+
+def _stored_scale(d: torch.Tensor, fmt: str, divisor: int) -> torch.Tensor:
+    """``d`` (float32, one per block) as the float16 the block stores; ``ValueError`` if it
+    overflows float16, which would store infinity and decode every weight as inf or NaN."""
+    half = d.half()
+    if bool(torch.isinf(half).any()):
+        worst = float(d.abs().max()) * divisor
+        raise ValueError(
+            f"x holds a block of magnitude {worst:.4g}: {fmt}'s float16 scale d = max|x| / "
+            f"{divisor} overflows above {FLOAT16_MAX:g}, so |x| must stay below about "
+            f"{FLOAT16_MAX * divisor:.4g} (llama.cpp would store d = inf)"
+        )
+    return half
 
 
 def round_half_away(y: torch.Tensor) -> torch.Tensor:
@@ -82,12 +100,21 @@ def quantize_q8_0(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scales, shape ``(..., K / 32)``, and the int8 codes, shape ``(..., K)``.
     The codes are computed with the float32 ``d``; only the stored scale is
     float16. An all-zero block gets ``d = 0`` and codes 0.
-    Raises ``ValueError`` for a last dimension that is not a multiple of 32.
+
+    Tiny blocks behave as in llama.cpp (``gguf.quants`` gives the same bytes):
+    below float16's normal range (``d < 2^-14``, ``max|x| < 127 * 2^-14``, about
+    7.8e-3) the stored ``d`` is a subnormal with fewer significant bits, and when
+    ``d < 2^-25`` (``max|x|`` below about 3.8e-6) it rounds to 0: such a block keeps
+    its codes (127 for its largest value) but decodes to zeros, an absolute error of
+    at most ``max|x|``.
+    Raises ``ValueError`` for a last dimension that is not a multiple of 32, for NaN
+    or infinity in ``x``, and for a block whose ``d`` overflows float16
+    (``max|x| / 127 > 65504``, about 8.3e6), which llama.cpp would store as inf.
     """
     blocks = _blocks(x)
     d = blocks.abs().amax(dim=-1, keepdim=True) / 127
     q = round_half_away(blocks * _reciprocal(d))
-    return d.squeeze(-1).half(), q.to(torch.int8).reshape(x.shape)
+    return _stored_scale(d.squeeze(-1), "Q8_0", 127), q.to(torch.int8).reshape(x.shape)
 
 
 def quantize_q4_0(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,13 +124,15 @@ def quantize_q4_0(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     one if several tie), so ``d`` is negative when ``m`` is positive and ``m``
     always gets code ``-8``. ``trunc(y + 8.5) - 8`` is ``floor(y + 0.5)``, half up,
     except that ``y + 8.5`` is rounded to float32 first. Shapes as
-    :func:`quantize_q8_0`; codes int8 in ``[-8, 7]``.
+    :func:`quantize_q8_0`; codes int8 in ``[-8, 7]``. Tiny blocks as in
+    :func:`quantize_q8_0`, with 8 for 127; raises ``ValueError`` for NaN or infinity,
+    and for ``|m| / 8 > 65504`` (about 5.2e5), where the float16 ``d`` overflows.
     """
     blocks = _blocks(x)
     m = blocks.gather(-1, blocks.abs().argmax(dim=-1, keepdim=True))
     d = m / -8
     shifted = torch.trunc(blocks * _reciprocal(d) + 8.5).clamp(0, 15)
-    return d.squeeze(-1).half(), (shifted - 8).to(torch.int8).reshape(x.shape)
+    return _stored_scale(d.squeeze(-1), "Q4_0", 8), (shifted - 8).to(torch.int8).reshape(x.shape)
 
 
 def dequantize_blocks(scale: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .affine import code_dtype, qrange, quantize
+from .validation import as_scale, as_zero_point, check_float_tensor
 
 INT_MM, FLOAT32 = "int_mm", "float32"
 """The two paths of :func:`~linquant_helpers.integer_ops.int8_matmul`."""
@@ -96,10 +97,21 @@ def int_mm_is_exact(device: str = "cpu") -> bool:
     Probes it once with the worst case for a saturating kernel: int8 codes of
     -128 and 127 (as unsigned codes, 0 and 255), where every pair of products
     overflows an int16. False where ``torch._int_mm`` is missing, fails, or is
-    wrong (seen with x86 kernels that lack VNNI).
+    wrong (seen with x86 kernels that lack VNNI), and for a device this PyTorch
+    cannot reach (``"cuda"`` on a CPU-only build or without a GPU). Raises
+    ``ValueError`` for a string that names no device type.
     """
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must name a torch device, got {device!r}") from err
     if not hasattr(torch, "_int_mm"):
         return False
+    if kind != "cpu":
+        backend = getattr(torch, kind, None)  # torch.cuda, torch.xpu, torch.mps ...
+        is_available = getattr(backend, "is_available", None)
+        if is_available is None or not is_available():
+            return False
     gen = torch.Generator().manual_seed(0)
     a = torch.where(torch.rand(32, 64, generator=gen) < 0.5, 127, -128).to(torch.int8)
     b = torch.where(torch.rand(64, 32, generator=gen) < 0.5, 127, -128).to(torch.int8)
@@ -197,10 +209,30 @@ def quantize_round_then_add(
     whose :func:`zero_point_rounding_order` says so. ``x * (1 / scale)`` is
     computed in float32. ``scale`` and ``zero_point`` are numbers or tensors that
     broadcast against ``x``. Returns codes in :func:`~linquant_helpers.affine.code_dtype`.
+    Values beyond the range, infinities included, clamp to ``qmin``/``qmax``.
+
+    Raises, as :func:`~linquant_helpers.affine.quantize` does, ``TypeError`` for an
+    integer ``x`` and ``ValueError`` for NaN in ``x`` (it has no code), a scale that is
+    not positive and finite (0 would turn every code into ``qmin``, ``qmax`` or NaN),
+    a zero point that is not an integer in ``[qmin, qmax]``, or qparams that do not
+    broadcast to ``x``'s shape.
     """
+    x = check_float_tensor(x)
     qmin, qmax = qrange(bits, signed=signed)
-    inv_scale = 1 / torch.as_tensor(scale, dtype=torch.float32, device=x.device)
-    codes = torch.round(x.float() * inv_scale) + torch.as_tensor(zero_point, device=x.device)
+    s = as_scale(scale, x.device)
+    z = as_zero_point(zero_point, x.device, qmin, qmax)
+    for name, t in (("scale", s), ("zero_point", z)):
+        try:
+            fits = torch.broadcast_shapes(t.shape, x.shape) == x.shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"{name} of shape {tuple(t.shape)} must broadcast to x's shape {tuple(x.shape)}"
+            )
+    if bool(torch.isnan(x).any()):
+        raise ValueError("x contains NaN, which has no integer code; clean the input first")
+    codes = torch.round(x.float() * (1 / s)) + z
     return codes.clamp(qmin, qmax).to(code_dtype(bits, signed))
 
 

@@ -14,6 +14,10 @@ notebook of the same lesson.
 
 A participant is the folder that holds the notebook (relative to the path
 given), or the file's stem when notebooks are given directly.
+
+A lesson file that cannot be read (not UTF-8, not JSON, not a notebook) is
+named on stderr and left out; the report of the others is printed all the same,
+and the exit status is 1. A path that does not exist exits with status 2.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ STATUSES = ("PASS", "FAIL", "TODO")
 NOT_RUN = "----"
 LINE = re.compile(r"^\[(PASS|FAIL|TODO)\] ([^:\n]+): ?(.*)$", re.MULTILINE)
 LESSON = re.compile(r"(\d\d)_[^/]*\.ipynb$")
+
+
+class UnreadableNotebook(ValueError):
+    """A file that is not a readable notebook; the message names it and says why."""
 
 
 @dataclass
@@ -57,15 +65,28 @@ def read_feedback(path: Path) -> dict[str, tuple[str, str]]:
     """``{exercise: (status, message)}`` from the stored outputs, in notebook order.
 
     The last line printed for an exercise wins (a check run twice shows its latest result).
+    Raises :class:`UnreadableNotebook` (a ``ValueError``) naming ``path`` for a file
+    that is not UTF-8, not JSON, or not a notebook (a JSON object with a list of cells).
     """
-    nb = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UnreadableNotebook(f"{path}: not a notebook (not UTF-8 text)") from None
+    except json.JSONDecodeError as err:
+        raise UnreadableNotebook(f"{path}: not a notebook (invalid JSON: {err})") from None
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    if not isinstance(cells, list):
+        raise UnreadableNotebook(f"{path}: not a notebook (no list of cells)")
     found: dict[str, tuple[str, str]] = {}
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") != "code":
-            continue
-        for output in cell.get("outputs", []):
-            for status, exercise, message in LINE.findall(_output_text(output)):
-                found[exercise.strip()] = (status, message.strip())
+    try:
+        for cell in cells:
+            if cell.get("cell_type") != "code":
+                continue
+            for output in cell.get("outputs", []):
+                for status, exercise, message in LINE.findall(_output_text(output)):
+                    found[exercise.strip()] = (status, message.strip())
+    except (AttributeError, TypeError):  # a cell or an output that is not a JSON object
+        raise UnreadableNotebook(f"{path}: not a notebook (malformed cells)") from None
     return found
 
 
@@ -76,8 +97,13 @@ def expected_exercises(lesson: str, notebook_dir: Path = NOTEBOOK_DIR) -> list[s
     return []
 
 
-def collect(paths: list[Path]) -> list[NotebookProgress]:
-    """Every lesson notebook under ``paths`` (files or folders), checkpoints skipped."""
+def collect(paths: list[Path], skipped: list[str] | None = None) -> list[NotebookProgress]:
+    """Every lesson notebook under ``paths`` (files or folders), checkpoints skipped.
+
+    Raises ``FileNotFoundError`` for a path that does not exist. A lesson file that
+    is not a readable notebook raises :class:`UnreadableNotebook`, or, when a
+    ``skipped`` list is given, is left out and its reason appended there.
+    """
     found: list[NotebookProgress] = []
     for given in paths:
         if not given.exists():
@@ -94,9 +120,14 @@ def collect(paths: list[Path]) -> list[NotebookProgress]:
             match = LESSON.search(path.name)
             if match is None:
                 continue
-            found.append(
-                NotebookProgress(participant, match.group(1), path, read_feedback(path))
-            )
+            try:
+                results = read_feedback(path)
+            except UnreadableNotebook as err:
+                if skipped is None:
+                    raise
+                skipped.append(str(err))
+                continue
+            found.append(NotebookProgress(participant, match.group(1), path, results))
     return found
 
 
@@ -176,16 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", type=Path, help="executed notebooks or folders")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
+    skipped: list[str] = []
     try:
-        progress = collect(args.paths)
-    except (FileNotFoundError, json.JSONDecodeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        progress = collect(args.paths, skipped)
+        text = json.dumps(as_json(progress), indent=1) + "\n" if args.json else report(progress)
+    except (FileNotFoundError, UnreadableNotebook) as err:  # a course notebook, for the latter
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(as_json(progress), indent=1))
-    else:
-        print(report(progress), end="")
-    return 0
+    print(text, end="")
+    for reason in skipped:
+        print(f"{parser.prog}: skipped {reason}", file=sys.stderr)
+    return 1 if skipped else 0
 
 
 if __name__ == "__main__":

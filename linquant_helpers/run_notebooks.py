@@ -220,6 +220,9 @@ def execute(path: Path, output: Path, *, solutions: bool, inplace: bool, timeout
     """
     import nbformat
 
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
+        # nbclient and papermill read None or -1 as "no limit": never by accident
+        raise ValueError(f"timeout must be a whole number of seconds >= 1, got {timeout!r}")
     start = time.perf_counter()
     target = path if inplace else output
     scratch = None
@@ -328,6 +331,17 @@ def stop_on_ctrl_c() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def seconds(text: str) -> int:
+    """``--timeout``'s value: a whole number of seconds, at least 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of seconds >= 1, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("patterns", nargs="*", help="run only notebooks whose names contain these")
@@ -342,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the folder of the numbered notebooks (default: the series' notebooks/)",
     )
     parser.add_argument("--output-dir", type=Path, default=None)
-    parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    parser.add_argument("--timeout", type=seconds, default=600, help="seconds per cell (>= 1)")
     args = parser.parse_args(argv)
     if args.inplace and args.solutions:
         parser.error("--inplace stores what a learner sees; it cannot be combined with --solutions")

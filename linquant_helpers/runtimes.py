@@ -31,6 +31,7 @@ from torch import nn
 from .affine import EPS, qrange
 from .granularity import Granularity
 from .optional import quiet_loggers, require
+from .validation import check_finite, check_float_tensor
 
 TORCHAO_WORDS = (
     (
@@ -178,10 +179,24 @@ def ort_quantize_static(
     symmetric, per output channel if ``per_channel``. The calibration reader hands
     ONNX Runtime the same batches the learner calibrated with. Works in a
     temporary folder that is removed; returns the quantized model's bytes.
+    Raises ``TypeError`` for ``onnx_model`` that is not bytes or a batch that is
+    not a float tensor, ``ValueError`` for no batch at all or a batch with NaN or
+    infinity (ONNX Runtime would fail deep inside with ``AssertionError: scale issue``).
     """
+    if not isinstance(onnx_model, (bytes, bytearray)):
+        raise TypeError(
+            f"onnx_model must be the bytes of an ONNX model (export_onnx), "
+            f"got {type(onnx_model).__name__}"
+        )
+    feeds = []
+    for index, x in enumerate(batches):
+        check_float_tensor(x, f"batches[{index}]")
+        check_finite(x, f"batches[{index}]")
+        feeds.append({INPUT_NAME: x.detach().float().cpu().numpy()})
+    if not feeds:
+        raise ValueError("batches must hold at least one calibration batch, got none")
     quantization = require("onnxruntime.quantization")
     onnx = require("onnx")
-    feeds = [{INPUT_NAME: x.detach().cpu().numpy()} for x in batches]
 
     class Reader(quantization.CalibrationDataReader):
         def __init__(self) -> None:

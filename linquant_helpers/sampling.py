@@ -22,10 +22,16 @@ def randn(*shape: int, generator: torch.Generator) -> torch.Tensor:
     ``u1, u2`` are uniform in ``[0, 1)`` from ``torch.rand`` with ``generator``;
     computed in float64 and rounded to float32, so that the last-bit differences
     of ``log`` and ``cos`` between CPUs almost never reach the float32 result.
-    Raises ``ValueError`` for a negative size.
+    Raises ``TypeError`` for a size that is not an int or a ``generator`` that is not
+    a ``torch.Generator``, ``ValueError`` for a negative size.
     """
-    if any(n < 0 for n in shape):
-        raise ValueError(f"shape must hold sizes >= 0, got {shape}")
+    for index, n in enumerate(shape):
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"shape must hold int sizes, got {n!r} at position {index}")
+        if n < 0:
+            raise ValueError(f"shape must hold sizes >= 0, got {shape}")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     n = math.prod(shape)
     u = torch.rand(2, n, generator=generator, dtype=torch.float64)
     z = torch.sqrt(-2.0 * torch.log1p(-u[0])) * torch.cos(2.0 * math.pi * u[1])

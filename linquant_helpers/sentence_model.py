@@ -143,9 +143,23 @@ def tokenize(model: nn.Module, texts: Sequence[str]) -> dict[str, Any]:
     """``texts`` tokenized for ``model`` and padded into one batch (input ids, attention mask).
 
     Recent sentence-transformers call this ``preprocess``, older ones ``tokenize``.
+    Raises ``TypeError`` for a single string (it would be read as one text per
+    character: pass ``[text]``) or an item that is not a string, ``ValueError``
+    for no text at all.
     """
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(
+            f"texts must be a list of strings, got one {type(texts).__name__} ({texts[:40]!r}); "
+            "for one text pass [text]"
+        )
+    texts = list(texts)
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{index}] must be a str, got {type(text).__name__}")
+    if not texts:
+        raise ValueError("texts must hold at least one text, got none")
     preprocess = getattr(model, "preprocess", None) or model.tokenize
-    return dict(preprocess(list(texts)))
+    return dict(preprocess(texts))
 
 
 @torch.inference_mode()

@@ -25,6 +25,7 @@ from .affine import EPS, fake_quantize
 from .calibration import calibrate
 from .observers import MinMaxObserver
 from .surgery import quantizable_layers, replace_modules
+from .validation import check_finite, check_float_tensor, check_real
 from .weights import fake_quantize_weight, rows_qparams
 
 
@@ -71,14 +72,26 @@ def smoothquant_scales(
     and column ``j`` of the weight ``(max|X_j| max|W_j|)^alpha``: ``alpha = 1`` makes
     every activation channel reach 1, ``alpha = 0.5`` gives both the same range.
     Both maxima are clamped at ``EPS`` so that ``s`` is positive and finite.
-    Raises ``ValueError`` for ``alpha`` outside ``[0, 1]`` or mismatched shapes.
+    Raises ``TypeError`` for a non-float tensor or a non-number ``alpha``;
+    ``ValueError`` for ``alpha`` outside ``[0, 1]``, mismatched shapes, NaN or
+    infinity in either tensor (a NaN would become a NaN factor, an infinite one
+    a zero column), or a negative ``act_absmax`` (it is a maximum of ``|X|``).
     """
+    alpha = check_real(alpha, "alpha")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    check_float_tensor(act_absmax, "act_absmax")
+    check_float_tensor(weight, "weight")
     if weight.ndim != 2 or act_absmax.shape != weight.shape[1:]:
         raise ValueError(
             f"act_absmax must be (in,) for a weight (out, in); got {tuple(act_absmax.shape)} "
             f"and {tuple(weight.shape)}"
+        )
+    check_finite(act_absmax, "act_absmax")
+    check_finite(weight, "weight")
+    if act_absmax.numel() and bool((act_absmax < 0).any()):
+        raise ValueError(
+            f"act_absmax must be >= 0 (a maximum of |X|), got {float(act_absmax.min()):g}"
         )
     w_absmax = weight.detach().abs().amax(dim=0)
     return act_absmax.clamp(min=EPS) ** alpha / w_absmax.clamp(min=EPS) ** (1.0 - alpha)

@@ -120,3 +120,48 @@ def test_q4_0_equals_linquant_with_its_signed_scale_except_at_ties() -> None:
     assert bool(near[differ].all()), "every difference is within float error of a tie"
     assert int(differ.sum()) == 2  # measured
     assert int((ours.int() - codes.int()).abs().max()) == 1
+
+
+# ---------------------------------------------------------------- scales float16 cannot hold
+
+
+@pytest.mark.parametrize(("fmt", "limit"), [("Q8_0", 127 * 65504.0), ("Q4_0", 8 * 65504.0)])
+def test_a_scale_that_overflows_float16_is_refused(fmt: str, limit: float) -> None:
+    quantize_fn = gb.quantize_q8_0 if fmt == "Q8_0" else gb.quantize_q4_0
+    x = torch.zeros(2, 64)
+    x[1, 40] = limit  # d = 65504 exactly: stored as is
+    scale, _ = quantize_fn(x)
+    assert float(scale.abs().max()) == 65504.0
+    x[1, 40] = 1e7  # llama.cpp (gguf.quants) stores d = inf here, and decodes inf or NaN
+    with pytest.raises(ValueError, match=rf"{fmt}'s float16 scale .* overflows above 65504"):
+        quantize_fn(x)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_and_inf_are_refused(bad: float) -> None:
+    x = torch.ones(1, 32)
+    x[0, 7] = bad
+    for quantize_fn in (gb.quantize_q8_0, gb.quantize_q4_0):
+        with pytest.raises(ValueError, match="x must be finite"):
+            quantize_fn(x)
+
+
+@pytest.mark.parametrize("fmt", ["Q8_0", "Q4_0"])
+def test_tiny_blocks_match_gguf_quants(fmt: str) -> None:
+    """Below 2^-25 the float16 d rounds to 0 and the block decodes to zeros, in llama.cpp too;
+    just above, d is a float16 subnormal. Both byte-identical to the reference."""
+    pytest.importorskip("gguf")
+    quantize_fn = gb.quantize_q8_0 if fmt == "Q8_0" else gb.quantize_q4_0
+    divisor = 127 if fmt == "Q8_0" else 8
+    x = torch.linspace(-1, 1, 32).repeat(4, 1)
+    x[0] *= 1e-6 * divisor / 127  # d below 2^-25: stored as 0
+    x[1] *= 2.0**-24 * divisor * 1.5  # d a float16 subnormal
+    x[2] *= 1e-3
+    x[3] *= 1e-12
+    scale, codes = quantize_fn(x)
+    assert torch.equal(gb.encode_blocks(scale, codes, fmt), gb.gguf_quantize(x, fmt))
+    decoded = gb.dequantize_blocks(scale, codes)
+    assert not decoded[0].any() and not decoded[3].any()  # the documented zeros
+    assert codes[0].abs().max() == (127 if fmt == "Q8_0" else 8)
+    assert float(scale[1].abs()) < 2.0**-14 and decoded[1].any()
+    assert float((decoded[0] - x[0]).abs().max()) <= float(x[0].abs().max())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -102,3 +104,38 @@ def test_quantize_as_pytorch_does_matches_this_pytorch(dtype: torch.dtype) -> No
         assert torch.equal(hardware.quantize_as_pytorch_does(x, 0.5, zero_point, dtype), expected)
     with pytest.raises(ValueError, match="dtype"):
         hardware.quantize_as_pytorch_does(x, 0.5, 0, torch.qint32)
+
+
+def test_int_mm_is_exact_is_false_for_a_device_this_torch_cannot_reach(monkeypatch) -> None:
+    """As documented; it raised AssertionError ("Torch not compiled with CUDA") before."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    probe = hardware.int_mm_is_exact.__wrapped__  # not the cached answer of this machine
+    assert probe("cuda") is False
+    assert probe("mps") is False
+    with pytest.raises(ValueError, match="device must name a torch device, got 'gpu0'"):
+        probe("gpu0")
+
+
+@pytest.mark.parametrize(
+    ("scale", "zero_point", "x", "message"),
+    [
+        (0.0, 0, torch.ones(4), "scale must be positive and finite, got 0"),
+        (float("nan"), 0, torch.ones(4), "scale must be positive and finite, got nan"),
+        (-0.5, 0, torch.ones(4), "scale must be positive and finite, got -0.5"),
+        (float("inf"), 0, torch.ones(4), "scale must be positive and finite, got inf"),
+        (0.5, 1.5, torch.ones(4), "zero_point must be an integer, got 1.5"),
+        (0.5, 200, torch.ones(4), "zero_point must be an integer in [-128, 127], got 200"),
+        (0.5, 0, torch.tensor([1.0, float("nan")]), "x contains NaN"),
+        (torch.ones(3), 0, torch.ones(4), "scale of shape (3,) must broadcast to x's shape (4,)"),
+    ],
+)
+def test_round_then_add_refuses_what_has_no_code(scale, zero_point, x, message) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        hardware.quantize_round_then_add(x, scale, zero_point, 8)
+
+
+def test_round_then_add_clamps_infinities_and_refuses_integers() -> None:
+    x = torch.tensor([float("inf"), -float("inf"), 0.3])
+    assert hardware.quantize_round_then_add(x, 0.1, 0, 8).tolist() == [127, -128, 3]
+    with pytest.raises(TypeError, match="x must be a floating-point tensor"):
+        hardware.quantize_round_then_add(torch.ones(3, dtype=torch.int32), 0.1)

@@ -174,3 +174,73 @@ def test_int4_kernel_refuses_shapes_it_cannot_run(out_features, group_size, mess
     with pytest.raises(ValueError, match=message):
         layer.fused = True
     assert not layer.fused
+
+
+# ---------------------------------------------------------------- bad input, named
+
+
+def _raises(exc, pattern, fn, *args):
+    with pytest.raises(exc, match=pattern):
+        fn(*args)
+
+
+@needs_int4
+def test_pack_int4_weight_refuses_codes_it_would_wrap_or_truncate() -> None:
+    ok = torch.zeros(16, 64, dtype=torch.int8)
+    for code in (9, -9, 8):
+        bad = ok.clone()
+        bad[3, 5] = code
+        _raises(ValueError, r"codes must lie in \[-8, 7\]", kernels.pack_int4_weight, bad)
+    _raises(TypeError, "codes must be an integer tensor", kernels.pack_int4_weight,
+            torch.full((16, 64), 0.7))
+    _raises(ValueError, "N a multiple of 16 and K even", kernels.pack_int4_weight, ok[:8])
+    _raises(ValueError, "N a multiple of 16 and K even", kernels.pack_int4_weight, ok[:, :63])
+    _raises(ValueError, "must be 2-D", kernels.pack_int4_weight, ok[0])
+    # codes -8 and 7 are the ends of the range: they round-trip through the kernel
+    codes = torch.arange(16 * 64).reshape(16, 64).remainder(16).sub(8).to(torch.int8)
+    x = torch.eye(64)
+    table = kernels.int4_scales_and_zeros(torch.ones(16, 2), torch.float32)
+    w = kernels.int4_weight_matmul(x, kernels.pack_int4_weight(codes), table, 32)
+    assert torch.equal(w.t(), codes.float())
+
+
+def test_int8_weight_matmul_checks_its_inputs() -> None:
+    x, q, s = torch.randn(3, 8), torch.zeros(4, 8, dtype=torch.int8), torch.ones(4)
+    assert kernels.int8_weight_matmul(x, q, s).shape == (3, 4)
+    _raises(TypeError, "x must have dtype float32, bfloat16, float16, got torch.float64",
+            kernels.int8_weight_matmul, x.double(), q, s)
+    _raises(TypeError, "x must be a floating-point tensor", kernels.int8_weight_matmul,
+            x.int(), q, s)
+    _raises(TypeError, "q must have dtype int8", kernels.int8_weight_matmul, x, q.int(), s)
+    _raises(ValueError, r"x \(M, K\), q \(N, K\) and scale \(N,\) must fit",
+            kernels.int8_weight_matmul, x[:, :7], q, s)
+    _raises(ValueError, "must fit", kernels.int8_weight_matmul, x, q, s[:3])
+    _raises(ValueError, "x must be 2-D", kernels.int8_weight_matmul, x[0], q, s)
+    _raises(TypeError, "scale must be a torch.Tensor", kernels.int8_weight_matmul, x, q, 1.0)
+
+
+@needs_int4
+def test_int4_weight_matmul_and_table_check_their_inputs() -> None:
+    x = torch.randn(2, 64)
+    packed = kernels.pack_int4_weight(torch.zeros(16, 64, dtype=torch.int8))
+    table = kernels.int4_scales_and_zeros(torch.ones(16, 2), torch.float32)
+    assert kernels.int4_weight_matmul(x, packed, table, 32).shape == (2, 16)
+    _raises(ValueError, r"group_size must be one of \(32, 64, 128, 256\), got 16",
+            kernels.int4_weight_matmul, x, packed, table, 16)
+    _raises(ValueError, "must fit with group_size 64", kernels.int4_weight_matmul,
+            x, packed, table, 64)
+    _raises(ValueError, "must fit", kernels.int4_weight_matmul, x[:, :32], packed, table, 32)
+    _raises(TypeError, "scales_and_zeros must have x's dtype torch.bfloat16",
+            kernels.int4_weight_matmul, x.bfloat16(), packed, table, 32)
+    _raises(TypeError, "packed must have dtype uint8", kernels.int4_weight_matmul,
+            x, packed.to(torch.int8), table, 32)
+    _raises(TypeError, "group_size must be an int", kernels.int4_weight_matmul,
+            x, packed, table, 32.0)
+    _raises(TypeError, "dtype must be one of", kernels.int4_scales_and_zeros,
+            torch.ones(16, 2), torch.float64)
+    _raises(ValueError, "scale must be positive and finite", kernels.int4_scales_and_zeros,
+            torch.tensor([[1.0, float("nan")]] * 16), torch.float32)
+    _raises(ValueError, r"scale must be \(N, K / group_size\)", kernels.int4_scales_and_zeros,
+            torch.ones(16), torch.float32)
+    _raises(ValueError, "out_features must be in", kernels.int4_kernel_supports, 0, 32)
+    _raises(TypeError, "group_size must be an int", kernels.int4_kernel_supports, 16, "32")

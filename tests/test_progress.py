@@ -105,3 +105,30 @@ def test_command_line(room, capsys):
     assert json.loads(capsys.readouterr().out)["participants"]["alice"]["01"]
     assert progress.main([str(room / "nobody")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"{not json", "invalid JSON"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b'["a", "list"]', "no list of cells"),
+        (b'{"cells": "none"}', "no list of cells"),
+        (b'{"cells": [1, 2]}', "malformed cells"),
+        (b'{"cells": [{"cell_type": "code", "outputs": [7]}]}', "malformed cells"),
+    ],
+    ids=["not-json", "not-utf8", "a-list", "cells-not-a-list", "cells-not-objects",
+         "outputs-not-objects"],
+)
+def test_an_unreadable_notebook_is_named_and_the_rest_reported(room, content, why, capsys):
+    broken = room / "carol" / "01_formulas.ipynb"
+    broken.parent.mkdir()
+    broken.write_bytes(content)
+    with pytest.raises(progress.UnreadableNotebook, match=why):
+        progress.collect([room])
+    assert progress.main([str(room), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert sorted(json.loads(captured.out)["participants"]) == ["alice", "bob"]
+    assert captured.err.count("\n") == 1 and str(broken) in captured.err and why in captured.err
+    assert progress.main([str(room)]) == 1
+    assert "alice" in capsys.readouterr().out

@@ -241,3 +241,18 @@ def test_widget_state_numbers_are_stored_as_javascript_writes_them() -> None:
     state = {"max": 8.0, "step": 0.1, "value": [-1.0, 7.5], "n": 3, "flag": True}
     assert _js_numbers(state) == {"max": 8, "step": 0.1, "value": [-1, 7.5], "n": 3, "flag": True}
     assert type(_js_numbers(state)["max"]) is int
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "1.5", "soon"])
+def test_a_timeout_that_is_not_a_positive_whole_number_is_refused(tmp_path: Path, value: str):
+    """``--timeout -5`` was accepted, and nbclient reads a negative timeout as no limit."""
+    from linquant_helpers.run_notebooks import execute, main
+
+    _notebook(tmp_path, "01_quick.ipynb", *QUICK)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--notebook-dir", str(tmp_path), "--timeout", value])
+    assert exit_info.value.code == 2
+    with pytest.raises(ValueError, match="timeout must be a whole number of seconds >= 1"):
+        execute(tmp_path / "01_quick.ipynb", tmp_path / "out.ipynb", solutions=False,
+                inplace=False, timeout=-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["01_quick.ipynb"]

@@ -161,3 +161,20 @@ def test_ort_qdq_scales_match_minmax_observers() -> None:
     logits = runtimes.ort_run(session, data.x_test)
     acc = (logits.argmax(1) == data.y_test).float().mean().item()
     assert abs(acc - lq.evaluate(model, data)) < 0.01
+
+
+def test_ort_quantize_static_refuses_batches_it_cannot_calibrate_on() -> None:
+    """A NaN batch failed deep inside ONNX Runtime with ``AssertionError: scale issue``."""
+    good = torch.zeros(2, 1, 8, 8)
+    bad = good.clone()
+    bad[1, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"batches\[1\] must be finite, but it contains NaN"):
+        runtimes.ort_quantize_static(b"onnx", [good, bad])
+    with pytest.raises(ValueError, match=r"batches\[0\] must be finite, but it contains inf"):
+        runtimes.ort_quantize_static(b"onnx", [good + float("inf")])
+    with pytest.raises(ValueError, match="at least one calibration batch"):
+        runtimes.ort_quantize_static(b"onnx", [])
+    with pytest.raises(TypeError, match=r"batches\[0\] must be a floating-point tensor"):
+        runtimes.ort_quantize_static(b"onnx", [good.int()])
+    with pytest.raises(TypeError, match="onnx_model must be the bytes of an ONNX model"):
+        runtimes.ort_quantize_static("model.onnx", [good])

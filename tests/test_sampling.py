@@ -18,3 +18,11 @@ def test_randn_is_standard_normal_and_reproducible() -> None:
     assert randn(3, 4, generator=torch.Generator()).shape == (3, 4)
     with pytest.raises(ValueError, match="shape"):
         randn(-1, generator=torch.Generator())
+
+
+def test_randn_names_a_bad_size_or_generator() -> None:
+    gen = torch.Generator()
+    with pytest.raises(TypeError, match=r"shape must hold int sizes, got 2.5 at position 1"):
+        randn(3, 2.5, generator=gen)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator, got int"):
+        randn(3, generator=0)

@@ -152,3 +152,28 @@ def test_real_activation_outlier_channel(real_model) -> None:
     fc1 = absmax["0.model.encoder.layer.0.intermediate.dense"]
     assert fc1.shape == (384,)
     assert fc1.max() > 8 * fc1.median()  # one channel dwarfs the others
+
+
+class _Recorder:
+    """Stands in for a sentence-transformers model: records what it was asked to tokenize."""
+
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def preprocess(self, texts):
+        self.seen.append(texts)
+        return {"input_ids": [[len(t)] for t in texts]}
+
+
+def test_tokenize_refuses_one_string_instead_of_a_list() -> None:
+    """``tokenize(model, "one text")`` made a batch of one text per character."""
+    model = _Recorder()
+    with pytest.raises(TypeError, match=r"texts must be a list of strings, got one str"):
+        sm.tokenize(model, "one text")
+    with pytest.raises(TypeError, match=r"texts\[1\] must be a str, got int"):
+        sm.tokenize(model, ["a", 3])
+    with pytest.raises(ValueError, match="at least one text"):
+        sm.tokenize(model, [])
+    assert model.seen == []
+    assert sm.tokenize(model, ("one text",)) == {"input_ids": [[8]]}
+    assert model.seen == [["one text"]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -126,3 +128,27 @@ def test_simulate_w8a8_smooths_only_the_named_layers_and_copies() -> None:
     assert isinstance(model[0], nn.Linear) and isinstance(model[2], nn.Linear)
     assert isinstance(quantized[2], SimulatedW8A8Linear)
     assert quantized[0].smooth is not None and quantized[2].smooth is None
+
+
+@pytest.mark.parametrize(
+    ("act", "weight", "alpha", "exc", "message"),
+    [
+        (torch.tensor([1.0, float("nan")]), torch.ones(3, 2), 0.5, ValueError,
+         "act_absmax must be finite, but it contains NaN"),
+        (torch.tensor([1.0, float("inf")]), torch.ones(3, 2), 0.5, ValueError,
+         "act_absmax must be finite, but it contains infinity"),
+        (torch.ones(2), torch.tensor([[1.0, float("nan")]] * 3), 0.5, ValueError,
+         "weight must be finite, but it contains NaN"),
+        (torch.ones(2), torch.tensor([[1.0, -float("inf")]] * 3), 0.5, ValueError,
+         "weight must be finite, but it contains infinity"),
+        (torch.tensor([1.0, -2.0]), torch.ones(3, 2), 0.5, ValueError,
+         "act_absmax must be >= 0 (a maximum of |X|), got -2"),
+        (torch.ones(2), torch.ones(3, 2), float("nan"), ValueError, "alpha must be in [0, 1]"),
+        (torch.ones(2), torch.ones(3, 2), "0.5", TypeError, "alpha must be a real number"),
+        (torch.ones(2, dtype=torch.int32), torch.ones(3, 2), 0.5, TypeError,
+         "act_absmax must be a floating-point tensor"),
+    ],
+)
+def test_smoothquant_scales_refuses_what_would_give_nan_or_zero(act, weight, alpha, exc, message):
+    with pytest.raises(exc, match=re.escape(message)):
+        smoothquant_scales(act, weight, alpha)
