@@ -2,11 +2,14 @@
 
     python benchmarks/bench_observers.py               # a 4096 x 4096 float32 weight
     python benchmarks/bench_observers.py --size 1024   # a quick run
+    python benchmarks/bench_observers.py --shape 4096x1024   # a weight of 4096 rows of 1024
     python benchmarks/bench_observers.py --only MSE    # rows whose name contains MSE
 
-Each row runs in a fresh subprocess: the weight is made first, a small warm-up
-call initializes PyTorch, free memory is handed back to the OS (glibc's
-``malloc_trim``) and the peak-RSS mark is reset (``echo 5 > /proc/self/clear_refs``);
+Each row runs in a fresh subprocess: the weight is made first, a warm-up call
+on an eighth of its rows runs the same code paths once (so that the pages of
+PyTorch's kernels it loads are not counted as the observer's memory), free
+memory is handed back to the OS (glibc's ``malloc_trim``) and the peak-RSS mark
+is reset (``echo 5 > /proc/self/clear_refs``);
 then ``obs.update(w)`` and ``obs.qparams()`` run once. The peak extra memory is
 ``VmHWM`` after the calls minus ``VmRSS`` before them (from ``/proc/self/status``):
 the operating system's count of resident pages, so it sees every allocation,
@@ -51,6 +54,15 @@ ROWS: dict[str, tuple[str, dict]] = {
 }
 
 
+def _shape(text: str) -> tuple[int, int]:
+    """``--shape``: ``ROWSxCOLS``, two positive ints."""
+    try:
+        rows, cols = (int(n) for n in text.lower().split("x"))
+    except ValueError:
+        rows = cols = 0
+    if rows < 1 or cols < 1:
+        raise argparse.ArgumentTypeError(f"must be ROWSxCOLS of positive ints, got {text!r}")
+    return rows, cols
 
 
 def make_observer(row: str):
@@ -60,12 +72,12 @@ def make_observer(row: str):
     return getattr(obs_module, name)(bits, **settings)
 
 
-def child(row: str, size: int) -> None:
+def child(row: str, shape: tuple[int, int]) -> None:
     """Measure one row and print it as JSON (see the module docstring)."""
-    w = torch.empty(size, size).normal_(generator=torch.Generator().manual_seed(0))
+    w = torch.empty(*shape).normal_(generator=torch.Generator().manual_seed(0))
     try:
-        warm = make_observer(row)
-        warm.update(torch.randn(4, 64))
+        warm = make_observer(row)  # the same code paths, on an eighth of the rows
+        warm.update(w[: max(1, w.shape[0] // 8)].clone())
         warm.qparams()
         del warm
     except Exception:  # noqa: BLE001 - the measured call shows the error
@@ -88,10 +100,11 @@ def child(row: str, size: int) -> None:
     print(json.dumps({**result, "seconds": seconds, "error": error}))
 
 
-def table(size: int, only: str | None, threads: int) -> str:
+def table(shape: tuple[int, int], only: str | None, threads: int) -> str:
+    rows, cols = shape
     lines = [
-        f"Peak extra resident memory of update(w) + qparams() on a {size} x {size} float32 "
-        f"weight ({size * size * 4 / 2**20:.0f} MiB), one fresh process per row, "
+        f"Peak extra resident memory of update(w) + qparams() on a {rows} x {cols} float32 "
+        f"weight ({rows * cols * 4 / 2**20:.0f} MiB), one fresh process per row, "
         f"{threads} thread(s).",
         "",
         "| observer | peak extra MiB | x weight | seconds | goal <= 2x | note |",
@@ -101,7 +114,7 @@ def table(size: int, only: str | None, threads: int) -> str:
         if only and only not in row:
             continue
         out = subprocess.run(
-            [sys.executable, __file__, "--size", str(size), "--threads", str(threads)]
+            [sys.executable, __file__, "--shape", f"{rows}x{cols}", "--threads", str(threads)]
             + ["--child", row],
             capture_output=True,
             text=True,
@@ -124,17 +137,21 @@ def table(size: int, only: str | None, threads: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=4096, help="the weight is size x size")
+    parser.add_argument(
+        "--shape", type=_shape, default=None, help="ROWSxCOLS, e.g. 4096x1024 (default: --size)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1)")
     parser.add_argument("--only", help="run only rows whose name contains this")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    shape = args.shape or (args.size, args.size)
     if args.child:
-        child(args.child, args.size)
+        child(args.child, shape)
         return
     if not Path("/proc/self/clear_refs").exists():
         sys.exit("needs Linux's /proc/self/clear_refs to reset the peak-RSS mark")
-    print(table(args.size, args.only, args.threads))
+    print(table(shape, args.only, args.threads))
 
 
 if __name__ == "__main__":

@@ -418,8 +418,10 @@ def histogram_rows(
     """
     c = rows.shape[0]
     width = ((hi - lo) / bins).clamp(min=torch.finfo(torch.float32).tiny).unsqueeze(1)
-    k = ((rows - lo.unsqueeze(1)) / width).floor().clamp(0, bins - 1).long()
-    slots = k + bins * torch.arange(c, device=rows.device).unsqueeze(1)
+    # in place: one float32 and one int64 copy of the rows, not one per step
+    k = (rows - lo.unsqueeze(1)).div_(width).floor_().clamp_(0, bins - 1)
+    slots = k.long().add_(bins * torch.arange(c, device=rows.device).unsqueeze(1))
+    del k
     counts = torch.bincount(slots.flatten(), minlength=c * bins).reshape(c, bins)
     centers = lo.unsqueeze(1) + (torch.arange(bins, device=rows.device) + 0.5) * width
     return counts.float(), centers
@@ -460,10 +462,14 @@ class MSEObserver(_SampleObserver):
     Peak extra memory: the sample's (see the base class), plus for the search,
     done a chunk of ``c`` channels and ``k`` candidates at a time with
     ``k c min(n, bins) <= CHUNK_ELEMENTS`` (at least one row): the histograms of a
-    chunk, ``16 c n`` bytes of bin indices and ``8 c bins`` of counts and centers,
-    and about ``20 k c min(n, bins)`` bytes of candidates (fake-quantized copies and
-    their errors); so about ``4 C n + 36 CHUNK_ELEMENTS`` bytes in all, whatever the
-    layer (it was ``4 grid C min(n, bins)`` per temporary before chunking).
+    chunk, ``12 c n`` bytes of bin positions (float32, then int64) and ``8 c bins`` of
+    counts and centers, freed before the candidates are made; then about
+    ``9 k c min(n, bins)`` bytes of candidates (the data repeated for ``k > 1``, the
+    codes, and the fake-quantized copy, whose squared error is computed in place),
+    the qparams of the chunk only, and :func:`quantize`'s 2 MiB buffer; one chunk's
+    temporaries are freed before the next chunk's are made. So about
+    ``4 C n + 12 CHUNK_ELEMENTS`` bytes in all, whatever the layer
+    (``benchmarks/bench_observers.py`` measures it).
     """
 
     def __init__(self, bits: int = 8, *, grid: int = 100, bins: int = 2048, **settings) -> None:
@@ -501,38 +507,44 @@ class MSEObserver(_SampleObserver):
         """
         samples = self.samples
         r = self.ratios(samples.device).unsqueeze(1) if ratios is None else ratios  # (grid, C)
-        scale, zero_point = qparams_from_range(
-            r * self.min_val,
-            r * self.max_val,
-            self.bits,
-            symmetric=self.symmetric,
-            signed=self.signed,
-            narrow=self.narrow,
-        )
         c, n = samples.shape
         width = self.bins if n > self.bins else n  # points per row: values or bins
         errors = torch.empty(r.shape[0], c, device=samples.device)
         for rows in _chunks(c, CHUNK_ELEMENTS // max(n, width)):
-            points = samples[rows]
-            weights = torch.ones_like(points)
+            points, weights = samples[rows], None  # every value counts once
             if n > self.bins:
                 weights, points = histogram_rows(
                     points, self.min_val[rows], self.max_val[rows], self.bins
                 )
-            total = weights.sum(dim=1)
+            total = float(n) if weights is None else weights.sum(dim=1)
             n_rows = points.shape[0]
             for cands in _chunks(r.shape[0], CHUNK_ELEMENTS // (n_rows * width)):
                 k = cands.stop - cands.start
+                # the qparams of this chunk only: for all (grid, C) at once, each of
+                # qparams_from_range's temporaries would be as large as the chunk
+                r_chunk = r[cands, rows] if r.shape[1] > 1 else r[cands]
+                scale, zero_point = qparams_from_range(
+                    r_chunk * self.min_val[rows],
+                    r_chunk * self.max_val[rows],
+                    self.bits,
+                    symmetric=self.symmetric,
+                    signed=self.signed,
+                    narrow=self.narrow,
+                )
                 fq = fake_quantize(
                     points.expand(k, n_rows, width).reshape(k * n_rows, width),
-                    scale[cands, rows].flatten(),
-                    zero_point[cands, rows].flatten(),
+                    scale.flatten(),
+                    zero_point.flatten(),
                     self.bits,
                     signed=self.signed,
                     narrow=self.narrow,
                     axis=0,
                 ).reshape(k, n_rows, width)
-                errors[cands, rows] = ((fq - points) ** 2 * weights).sum(dim=2) / total
+                sq = fq.sub_(points).square_()  # (fq - x)^2 in place: no temporary per step
+                if weights is not None:
+                    sq.mul_(weights)
+                errors[cands, rows] = sq.sum(dim=2) / total
+                del fq, sq  # before the next chunk's are made, not after
         return errors
 
 
