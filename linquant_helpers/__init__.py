@@ -27,7 +27,9 @@ Read it in lesson order:
 * :mod:`~linquant_helpers.runtimes`       - torchao's words, ONNX Runtime's QDQ (lesson 10)
 * :mod:`~linquant_helpers.exercises`      - the automatic checks of the exercises
 
-Run every notebook headless with ``python -m linquant_helpers.run_notebooks``.
+The course's own tools (running the notebooks, the site, the progress report, the
+instructors' guide) live apart, in :mod:`linquant_helpers.course`, behind one
+command: ``linquant run``, ``linquant site``, ``linquant progress``, ``linquant guide``.
 """
 
 from .affine import (

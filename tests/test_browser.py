@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 from browser_support import ARTIFACTS, ROOT, SKIP_REASON, chromium, jupyterlab
 
-from linquant_helpers.progress import expected_exercises, read_feedback
+from linquant_helpers.course.progress import expected_exercises, read_feedback
 
 pytestmark = [
     pytest.mark.browser,

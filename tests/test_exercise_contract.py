@@ -30,6 +30,7 @@ import torch
 from wrong_answers import CATALOGUE, RIGHT_VARIANTS
 
 from linquant_helpers import exercises
+from linquant_helpers.course.files import NOTEBOOK_DIR
 from linquant_helpers.exercises import feedback
 from linquant_helpers.exercises.feedback import (
     FAIL,
@@ -45,7 +46,6 @@ from linquant_helpers.exercises.feedback import (
     tensor_problem,
     zero_point_problem,
 )
-from linquant_helpers.run_notebooks import NOTEBOOK_DIR
 
 SEEDS = (None, 0, 1, 3, 5, 7)
 """``None`` calls the check with its default seed, as the notebooks do."""

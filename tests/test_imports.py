@@ -49,15 +49,20 @@ ORDER = (
     *(f"exercises.lesson{n:02d}" for n in range(1, 11)),
     "exercises",
     "lessons",
-    "run_notebooks",
-    "site",
-    "progress",
-    "instructor_guide",
+    # the course's tools, behind the `linquant` command
+    "course.files",
+    "course.run",
+    "course.site",
+    "course.progress",
+    "course.guide",
+    "course.cli",
+    "course.__main__",
+    "course",
     "",  # the package itself: it re-exports, nothing imports it
 )
 """The modules, lowest layer first; ``"exercises"`` is the subpackage's ``__init__``."""
 
-DIGITS_MODEL_USERS = {"exercises.lesson04", "exercises.lesson05", "instructor_guide", ""}
+DIGITS_MODEL_USERS = {"exercises.lesson04", "exercises.lesson05", "course.guide", ""}
 """The modules about the digits CNN: the only ones that may import ``models``."""
 
 

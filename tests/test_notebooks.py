@@ -21,8 +21,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from linquant_helpers.course.run import NOTEBOOK_DIR, execute, find_notebooks
 from linquant_helpers.lessons import estimated_minutes, missing_requirements, stated_minutes
-from linquant_helpers.run_notebooks import NOTEBOOK_DIR, execute, find_notebooks
 
 NOTEBOOKS = find_notebooks(NOTEBOOK_DIR, [])
 TAG = re.compile(r"^\[(PASS|FAIL|TODO)\] ", re.MULTILINE)
@@ -69,7 +69,7 @@ def test_stored_executed_in_order_and_small(path: Path) -> None:
     counts = [c.execution_count for c in code]
     assert counts == list(range(1, len(code) + 1)), (
         "store the notebook executed top to bottom in a fresh kernel "
-        "(python -m linquant_helpers.run_notebooks --inplace)"
+        "(linquant run --inplace)"
     )
     for cell in code:
         for out in cell.outputs:
@@ -86,7 +86,7 @@ def test_stored_executed_in_order_and_small(path: Path) -> None:
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_papermill_run_with_solutions(path: Path, tmp_path: Path) -> None:
-    # the code path of the instructors' command: run_notebooks --solutions
+    # the code path of the instructors' command: linquant run --solutions
     if reason := missing_requirements(path):
         pytest.skip(reason)
     out = tmp_path / path.name

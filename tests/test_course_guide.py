@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from linquant_helpers import instructor_guide as guide
+from linquant_helpers.course import cli, guide
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def test_course_map_lists_every_notebook_with_its_estimate():
 def test_committed_guide_is_generated_from_the_catalogue_and_notebooks():
     text = Path(guide.GUIDE).read_text(encoding="utf-8")
     assert guide.generate(text) == text, (
-        "docs/instructors.md is out of date: run python -m linquant_helpers.instructor_guide"
+        "docs/instructors.md is out of date: run linquant guide"
     )
 
 
@@ -78,14 +78,21 @@ def test_main_writes_the_guide_atomically(tmp_path: Path, monkeypatch):
     target.write_text("the old guide\n")
     monkeypatch.setattr(guide, "generate", lambda text: "x" * 100_000 + "\udcff")
     with pytest.raises(UnicodeEncodeError):
-        guide.main(["--guide", str(target)])
+        cli.main(["guide", "--guide", str(target)])
     assert target.read_text() == "the old guide\n"
     assert [p.name for p in tmp_path.iterdir()] == ["instructors.md"]
     monkeypatch.setattr(guide, "generate", lambda text: "new\n")
-    assert guide.main(["--guide", str(target)]) == 0
+    assert cli.main(["guide", "--guide", str(target)]) == 0
     assert target.read_text() == "new\n"
 
 
 def test_main_names_a_missing_guide(tmp_path: Path, capsys):
-    assert guide.main(["--guide", str(tmp_path / "nowhere.md")]) == 2
-    assert "nowhere.md" in capsys.readouterr().err
+    assert cli.main(["guide", "--guide", str(tmp_path / "nowhere.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("linquant guide: error: --guide ") and "nowhere.md" in err
+    assert len(err.splitlines()) == 1
+    no_markers = tmp_path / "plain.md"
+    no_markers.write_text("a guide without generated sections\n")
+    assert cli.main(["guide", "--guide", str(no_markers)]) == 2
+    assert "no <!-- BEGIN course-map -->" in capsys.readouterr().err
+    assert no_markers.read_text() == "a guide without generated sections\n"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from browser_support import ARTIFACTS, SKIP_REASON, chromium
 
-from linquant_helpers import site
+from linquant_helpers.course import cli, site
 from linquant_helpers.lessons import stated_minutes
 
 LESSONS = site.find_lessons()
@@ -231,7 +231,7 @@ def test_build_refuses_a_folder_that_is_not_a_site(course: Path, tmp_path: Path,
     (out / "thesis.txt").write_text("three years of work")
     with pytest.raises(site.SiteError, match=r"not a site built by this command"):
         site.build(out, course)
-    assert site.main(["build", "--out", str(out), "--notebooks", str(course)]) == 2
+    assert cli.main(["site", "--out", str(out), "--notebooks", str(course)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and str(out) in err
     assert (out / "thesis.txt").read_text() == "three years of work"
@@ -293,7 +293,7 @@ def test_rebuild_replaces_a_previous_site_and_a_failed_one_keeps_it(
 def test_a_bad_notebook_is_named_in_one_line(course: Path, tmp_path: Path, content: bytes, capsys):
     (course / "03_bad.ipynb").write_bytes(content)
     out = tmp_path / "_site"
-    assert site.main(["build", "--out", str(out), "--notebooks", str(course)]) == 2
+    assert cli.main(["site", "--out", str(out), "--notebooks", str(course)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "03_bad.ipynb" in err, err
     assert not out.exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from linquant_helpers import progress
+from linquant_helpers.course import cli, progress
 
 
 def _notebook(path: Path, lines_per_cell: list[list[str]]) -> Path:
@@ -101,10 +101,11 @@ def test_course_notebooks_as_stored_are_all_todo():
 
 
 def test_command_line(room, capsys):
-    assert progress.main([str(room), "--json"]) == 0
+    assert cli.main(["progress", str(room), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["participants"]["alice"]["01"]
-    assert progress.main([str(room / "nobody")]) == 2
-    assert "no such file or folder" in capsys.readouterr().err
+    assert cli.main(["progress", str(room / "nobody")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"linquant progress: error: no such file or folder: {room / 'nobody'}\n"
 
 
 @pytest.mark.parametrize(
@@ -126,9 +127,9 @@ def test_an_unreadable_notebook_is_named_and_the_rest_reported(room, content, wh
     broken.write_bytes(content)
     with pytest.raises(progress.UnreadableNotebook, match=why):
         progress.collect([room])
-    assert progress.main([str(room), "--json"]) == 1
+    assert cli.main(["progress", str(room), "--json"]) == 1
     captured = capsys.readouterr()
     assert sorted(json.loads(captured.out)["participants"]) == ["alice", "bob"]
     assert captured.err.count("\n") == 1 and str(broken) in captured.err and why in captured.err
-    assert progress.main([str(room)]) == 1
+    assert cli.main(["progress", str(room)]) == 1
     assert "alice" in capsys.readouterr().out

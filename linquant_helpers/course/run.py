@@ -1,14 +1,15 @@
-"""Execute every notebook of the series headlessly, for instructors and CI.
+"""``linquant run``: execute every notebook of the series headlessly, for instructors and CI.
 
-    python -m linquant_helpers.run_notebooks              # all, as a learner would
-    python -m linquant_helpers.run_notebooks --solutions  # with the reference solutions
-    python -m linquant_helpers.run_notebooks 01 04        # names containing 01 or 04
-    python -m linquant_helpers.run_notebooks --inplace    # maintainers: store fresh outputs
-    python -m linquant_helpers.run_notebooks --notebook-dir DIR   # another folder
+    linquant run                     # all, as a learner would
+    linquant run --solutions         # with the reference solutions
+    linquant run 01 04               # names containing 01 or 04
+    linquant run --inplace           # maintainers: store fresh outputs
+    linquant run --notebook-dir DIR  # another folder
 
 Executed copies go to ``--output-dir`` (default ``notebooks/_executed``), so the
 stored notebooks are left untouched unless ``--inplace`` is given. Prints a
-table of per-notebook wall times at the end; exits 1 if any notebook failed.
+table of per-notebook wall times at the end; exits 1 if any notebook failed,
+2 on bad arguments (a missing folder, no notebook matched, a timeout below 1 s).
 
 Safety: every notebook is written atomically (a temporary file in the same
 folder, then a rename), and only after its run succeeded: a failed or
@@ -33,7 +34,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -43,7 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+from .files import NOTEBOOK_DIR, UsageError, find_notebooks, temporary_path, write_atomic
+
+__all__ = ["NOTEBOOK_DIR", "execute", "find_notebooks", "normalize", "write_atomic"]
+
 KERNEL_NAME = "python3"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -62,44 +65,6 @@ class Interrupted(KeyboardInterrupt):
 
 
 _interrupted = False  # set by the SIGINT handler: whatever a run raises after it is an interrupt
-
-
-def find_notebooks(directory: Path, patterns: list[str]) -> list[Path]:
-    """The numbered notebooks of ``directory`` in reading order, filtered by ``patterns``."""
-    found = sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
-    if patterns:
-        found = [p for p in found if any(s in p.name for s in patterns)]
-    return found
-
-
-def temporary_path(target: Path) -> Path:
-    """A fresh, hidden file name next to ``target`` (same folder, so a rename is atomic)."""
-    fd, name = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent
-    )
-    os.close(fd)
-    return Path(name)
-
-
-def write_atomic(text: str, target: Path) -> None:
-    """Write ``text`` to ``target`` all at once: a temporary file in its folder, then a rename.
-
-    A reader (or a crash) sees either the old file or the new one, never a mix.
-    The file keeps the permissions of the one it replaces.
-    """
-    tmp = temporary_path(target)
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if target.exists():
-            os.chmod(tmp, target.stat().st_mode & 0o777)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _kernelspec(kernel_name: str) -> dict[str, str] | None:
@@ -342,8 +307,11 @@ def seconds(text: str) -> int:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+HELP = "execute the notebooks headless (maintainers: --inplace)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``linquant run``."""
     parser.add_argument("patterns", nargs="*", help="run only notebooks whose names contain these")
     parser.add_argument("--solutions", action="store_true", help="fill in the reference solutions")
     parser.add_argument(
@@ -357,16 +325,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output-dir", type=Path, default=None)
     parser.add_argument("--timeout", type=seconds, default=600, help="seconds per cell (>= 1)")
-    args = parser.parse_args(argv)
-    if args.inplace and args.solutions:
-        parser.error("--inplace stores what a learner sees; it cannot be combined with --solutions")
 
+
+def handle(args: argparse.Namespace) -> int:
+    """Run ``linquant run``: 0 if every notebook ran, 1 if one failed, 130 on Ctrl-C.
+
+    Raises :class:`~linquant_helpers.course.files.UsageError` for bad arguments.
+    """
+    if args.inplace and args.solutions:
+        raise UsageError(
+            "--inplace stores what a learner sees; it cannot be combined with --solutions"
+        )
+    if not args.notebook_dir.is_dir():
+        raise UsageError(f"--notebook-dir {args.notebook_dir} is not a folder")
     notebooks = find_notebooks(args.notebook_dir, args.patterns)
     if not notebooks:
-        print(f"no notebooks matched in {args.notebook_dir}", file=sys.stderr)
-        return 1
+        raise UsageError(f"no notebooks NN_*.ipynb matched in {args.notebook_dir}")
     out_dir = args.output_dir or args.notebook_dir / "_executed"
     if not args.inplace:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(f"--output-dir {out_dir} is a file, not a folder")
         out_dir.mkdir(parents=True, exist_ok=True)
 
     from tqdm.auto import tqdm
@@ -403,15 +381,3 @@ def main(argv: list[str] | None = None) -> int:
         if o.error:
             print(f"\n{o.name} failed:\n{o.error}", file=sys.stderr)
     return 0 if all(o.error is None for o in outcomes) else 1
-
-
-if __name__ == "__main__":
-    code = main()
-    if code == EXIT_INTERRUPTED:
-        # The interrupted notebook's worker thread may still wait on its (stopped)
-        # kernel, and nbclient's exit hook would try to shut that kernel down
-        # again: leave now, with everything written already flushed.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)

@@ -1,8 +1,9 @@
-"""Where a room is stuck: the exercise feedback stored in participants' executed notebooks.
+"""``linquant progress``: where a room is stuck, from the exercise feedback stored in
+participants' executed notebooks.
 
-    python -m linquant_helpers.progress collected/            # one folder per participant
-    python -m linquant_helpers.progress alice/02_*.ipynb bob/02_*.ipynb
-    python -m linquant_helpers.progress collected/ --json     # machine-readable
+    linquant progress collected/            # one folder per participant
+    linquant progress alice/02_*.ipynb bob/02_*.ipynb
+    linquant progress collected/ --json     # machine-readable
 
 Every exercise check prints one line ``[PASS]``, ``[FAIL]`` or ``[TODO]``
 followed by ``exercise: message`` (see :mod:`linquant_helpers.exercises.feedback`).
@@ -30,14 +31,15 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+from .files import NOTEBOOK_DIR, UsageError
+
 STATUSES = ("PASS", "FAIL", "TODO")
 NOT_RUN = "----"
 LINE = re.compile(r"^\[(PASS|FAIL|TODO)\] ([^:\n]+): ?(.*)$", re.MULTILINE)
 LESSON = re.compile(r"(\d\d)_[^/]*\.ipynb$")
 
 
-class UnreadableNotebook(ValueError):
+class UnreadableNotebook(UsageError):
     """A file that is not a readable notebook; the message names it and says why."""
 
 
@@ -100,14 +102,15 @@ def expected_exercises(lesson: str, notebook_dir: Path = NOTEBOOK_DIR) -> list[s
 def collect(paths: list[Path], skipped: list[str] | None = None) -> list[NotebookProgress]:
     """Every lesson notebook under ``paths`` (files or folders), checkpoints skipped.
 
-    Raises ``FileNotFoundError`` for a path that does not exist. A lesson file that
+    Raises :class:`~linquant_helpers.course.files.UsageError` for a path that does not
+    exist. A lesson file that
     is not a readable notebook raises :class:`UnreadableNotebook`, or, when a
     ``skipped`` list is given, is left out and its reason appended there.
     """
     found: list[NotebookProgress] = []
     for given in paths:
         if not given.exists():
-            raise FileNotFoundError(f"no such file or folder: {given}")
+            raise UsageError(f"no such file or folder: {given}")
         if given.is_file():
             files = [(given, given.stem)]
         else:
@@ -198,27 +201,21 @@ def as_json(progress: list[NotebookProgress], notebook_dir: Path = NOTEBOOK_DIR)
     return {"exercises": lessons, "participants": dict(sorted(table.items()))}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m linquant_helpers.progress",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+HELP = "who passed which exercise, from executed notebooks"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``linquant progress``."""
     parser.add_argument("paths", nargs="+", type=Path, help="executed notebooks or folders")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run ``linquant progress``: 0, or 1 when an unreadable notebook was left out."""
     skipped: list[str] = []
-    try:
-        progress = collect(args.paths, skipped)
-        text = json.dumps(as_json(progress), indent=1) + "\n" if args.json else report(progress)
-    except (FileNotFoundError, UnreadableNotebook) as err:  # a course notebook, for the latter
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
+    progress = collect(args.paths, skipped)
+    text = json.dumps(as_json(progress), indent=1) + "\n" if args.json else report(progress)
     print(text, end="")
     for reason in skipped:
-        print(f"{parser.prog}: skipped {reason}", file=sys.stderr)
+        print(f"{args.prog}: skipped {reason}", file=sys.stderr)
     return 1 if skipped else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

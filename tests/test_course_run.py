@@ -1,7 +1,8 @@
 """The maintainers' runner: Ctrl-C, failures and atomic writes never lose a notebook,
 and re-running unchanged code leaves no diff.
 
-These run the real command (``python -m linquant_helpers.run_notebooks``) in a
+These run the real command (``python -m linquant_helpers.course run``, that is
+``linquant run``) in a
 subprocess, on small throwaway notebooks in a temporary folder.
 """
 
@@ -17,12 +18,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from linquant_helpers.run_notebooks import (
-    EXIT_INTERRUPTED,
-    WIDGET_STATE,
-    normalize,
-    write_atomic,
-)
+from linquant_helpers.course import cli
+from linquant_helpers.course.files import write_atomic
+from linquant_helpers.course.run import EXIT_INTERRUPTED, WIDGET_STATE, normalize
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -50,7 +48,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def _runner(folder: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "linquant_helpers.run_notebooks", "--notebook-dir", str(folder)]
+    return [sys.executable, "-m", "linquant_helpers.course", "run", "--notebook-dir", str(folder)]
 
 
 def _run(folder: Path, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
@@ -193,8 +191,6 @@ def test_write_atomic_that_fails_halfway_leaves_the_old_file(tmp_path: Path):
 def test_normalize_joins_stream_outputs_cut_differently_by_the_kernel() -> None:
     import nbformat
 
-    from linquant_helpers.run_notebooks import normalize
-
     def cell(*texts: str):
         code = nbformat.v4.new_code_cell("print('a'); print('b')", id="c1")
         code.outputs = [nbformat.v4.new_output("stream", name="stdout", text=t) for t in texts]
@@ -208,8 +204,6 @@ def test_normalize_joins_stream_outputs_cut_differently_by_the_kernel() -> None:
 def test_normalize_orders_and_names_widgets_the_same_whatever_the_run() -> None:
     """Two runs: the same widgets, created in another order, with other random ids."""
     import nbformat
-
-    from linquant_helpers.run_notebooks import WIDGET_STATE, normalize
 
     def run(ids: list[str], reverse: bool):
         slider, style, layout = ids
@@ -236,7 +230,7 @@ def test_normalize_orders_and_names_widgets_the_same_whatever_the_run() -> None:
 
 
 def test_widget_state_numbers_are_stored_as_javascript_writes_them() -> None:
-    from linquant_helpers.run_notebooks import _js_numbers
+    from linquant_helpers.course.run import _js_numbers
 
     state = {"max": 8.0, "step": 0.1, "value": [-1.0, 7.5], "n": 3, "flag": True}
     assert _js_numbers(state) == {"max": 8, "step": 0.1, "value": [-1, 7.5], "n": 3, "flag": True}
@@ -246,11 +240,11 @@ def test_widget_state_numbers_are_stored_as_javascript_writes_them() -> None:
 @pytest.mark.parametrize("value", ["-5", "0", "1.5", "soon"])
 def test_a_timeout_that_is_not_a_positive_whole_number_is_refused(tmp_path: Path, value: str):
     """``--timeout -5`` was accepted, and nbclient reads a negative timeout as no limit."""
-    from linquant_helpers.run_notebooks import execute, main
+    from linquant_helpers.course.run import execute
 
     _notebook(tmp_path, "01_quick.ipynb", *QUICK)
     with pytest.raises(SystemExit) as exit_info:
-        main(["--notebook-dir", str(tmp_path), "--timeout", value])
+        cli.main(["run", "--notebook-dir", str(tmp_path), "--timeout", value])
     assert exit_info.value.code == 2
     with pytest.raises(ValueError, match="timeout must be a whole number of seconds >= 1"):
         execute(tmp_path / "01_quick.ipynb", tmp_path / "out.ipynb", solutions=False,

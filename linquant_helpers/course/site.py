@@ -1,7 +1,7 @@
-"""Build the course site: static HTML from the stored, executed notebooks.
+"""``linquant site``: the course site, static HTML from the stored, executed notebooks.
 
-    python -m linquant_helpers.site build            # writes _site/ (git-ignored)
-    python -m linquant_helpers.site build --out DIR
+    linquant site              # writes _site/ (git-ignored)
+    linquant site --out DIR    # a new or empty folder, or a site built here before
 
 The build executes nothing and makes no network request. It renders the
 outputs stored in ``notebooks/NN_*.ipynb`` with nbconvert's ``lab`` template,
@@ -11,6 +11,12 @@ package), so the pages render offline. The landing page is the course map:
 each notebook's title, objectives and estimated time, read from its first
 cell. Interactive widgets cannot run without a kernel; their stored figure is
 shown instead. The reference solutions are not published. See docs/site.md.
+
+The site is built in a temporary folder beside ``--out`` and swapped in at the
+end: a build that fails leaves the previous site as it was. Every site holds a
+``.linquant-site`` marker file; ``--out`` must be new, empty, or such a site,
+never a file or a folder that holds the notebooks. Bad input exits with status 2
+and a one-line message naming the file or argument.
 """
 
 from __future__ import annotations
@@ -21,17 +27,14 @@ import html
 import os
 import re
 import shutil
-import sys
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .lessons import stated_minutes
-from .run_notebooks import find_notebooks
+from ..lessons import stated_minutes
+from .files import NOTEBOOK_DIR, ROOT, UsageError, find_notebooks
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = ROOT / "notebooks"
 DEFAULT_OUT = ROOT / "_site"
 MATHJAX_DIR = "_static/mathjax"
 MARKER = ".linquant-site"
@@ -97,7 +100,7 @@ td ul {{ margin: 0; padding-left: 1.2em; }}
 """
 
 
-class SiteError(ValueError):
+class SiteError(UsageError):
     """A bad ``--out`` or a notebook the site cannot show; the message names which."""
 
 
@@ -348,7 +351,7 @@ def build(out: Path = DEFAULT_OUT, notebook_dir: Path = NOTEBOOK_DIR) -> list[Pa
             shutil.copy2(lesson.path, tmp / "notebooks" / lesson.path.name)
             names.append(lesson.page)
         (tmp / MARKER).write_text(
-            "Built by linquant's site command; a rebuild replaces this folder.\n",
+            "Built by `linquant site`; a rebuild replaces this folder.\n",
             encoding="utf-8",
         )
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a site is for reading
@@ -359,25 +362,25 @@ def build(out: Path = DEFAULT_OUT, notebook_dir: Path = NOTEBOOK_DIR) -> list[Pa
     return [out / name for name in names]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linquant_helpers.site", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="build the site from the stored notebooks")
-    b.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default _site/)")
-    b.add_argument("--notebooks", type=Path, default=NOTEBOOK_DIR, help="notebook folder")
-    args = parser.parse_args(argv)
-    try:
-        pages = build(args.out, args.notebooks)
-    except SiteError as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
+HELP = "build the offline course site (default into _site/)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``linquant site``."""
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT,
+        help="output folder: new, empty, or a site built here before (default _site/)",
+    )
+    parser.add_argument("--notebooks", type=Path, default=NOTEBOOK_DIR, help="notebook folder")
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run ``linquant site``; raises :class:`SiteError` for bad input."""
+    if not args.notebooks.is_dir():
+        raise SiteError(f"--notebooks {args.notebooks} is not a folder")
+    pages = build(args.out, args.notebooks)
     print(
         f"wrote {len(pages)} pages to {args.out}; to read it: "
         f"python -m http.server -b 127.0.0.1 -d {args.out}, then open http://127.0.0.1:8000/"
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
