@@ -239,13 +239,14 @@ class _SampleObserver(MinMaxObserver):
       Raises ``ValueError`` outside ``[1, 1 << 24]``.
 
     Memory: the sample, ``4 C n`` bytes, is kept. An update of ``N = C m`` values
-    holds the batch (``4 N`` bytes, a copy) and ``4 m`` bytes of tickets until the next
-    cut. A cut (the stored positions ``P`` pass ``2 n``) keeps the ``n`` lowest
-    ``(ticket, arrival)`` pairs with :func:`lowest_positions`, which reads the
-    batch in place: ``4 m`` bytes of tickets, one bool per stored position and
-    ``O(n + CHUNK_ELEMENTS)`` for the search. Per tensor, a batch of ``N`` values
-    past the cap costs about ``5 N + 32 n`` bytes: 1.25 times a float32 batch, plus
-    a few MiB.
+    that stays under ``2 n`` stored positions holds the batch (``4 N`` bytes, a copy)
+    and ``4 m`` bytes of tickets until the next cut. Otherwise the batch is cut a
+    slice of ``s = max(n, CHUNK_ELEMENTS / C)`` positions at a time: each cut keeps the
+    ``n`` lowest ``(ticket, arrival)`` pairs with :func:`lowest_positions`, which
+    reads the slice in place: ``4 s`` bytes of tickets, one bool per stored
+    position and ``O(n + CHUNK_ELEMENTS)`` for the search. Per tensor, a batch of
+    any size past the cap costs about ``16 max(n, CHUNK_ELEMENTS)`` bytes beyond the
+    sample: a few MiB.
     """
 
     def __init__(
@@ -270,12 +271,22 @@ class _SampleObserver(MinMaxObserver):
 
     def _observe(self, rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> None:
         super()._observe(rows, lo, hi)  # the exact min and max
-        tickets = torch.rand(rows.shape[1], generator=self._generator).to(rows.device)
-        if sum(len(t) for t in self._tickets) + len(tickets) > 2 * self._cap():
-            self._shrink(rows, tickets)  # cut now: the batch is read, never copied whole
-        else:
-            self._values.append(rows.clone())  # rows may be a view of the caller's tensor
-            self._tickets.append(tickets)
+        cap = self._cap()
+        parts = [rows]
+        if sum(len(t) for t in self._tickets) + rows.shape[1] > 2 * cap:
+            # A cut is coming: take the batch a slice of positions at a time, so that its
+            # tickets (4 bytes per position) and the cut's search stay a slice's worth.
+            # The tickets are the same numbers as in one draw, and the n lowest of
+            # everything are the n lowest of (the n lowest so far, the next slice): the
+            # sample is the same as if the batch were cut whole.
+            parts = list(rows.split(max(cap, CHUNK_ELEMENTS // rows.shape[0]), dim=1))
+        for part in parts:
+            tickets = torch.rand(part.shape[1], generator=self._generator).to(part.device)
+            if sum(len(t) for t in self._tickets) + len(tickets) > 2 * cap:
+                self._shrink(part, tickets)  # cut now: the slice is read, never copied whole
+            else:
+                self._values.append(part.clone())  # rows may be a view of the caller's tensor
+                self._tickets.append(tickets)
 
     def _cap(self) -> int:
         """How many values each channel keeps (see the class docstring)."""

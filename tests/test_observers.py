@@ -757,3 +757,27 @@ def test_mse_search_frees_each_chunk_before_making_the_next(monkeypatch, bins):
     obs.update(torch.randn(6, 64, generator=torch.Generator().manual_seed(0)))
     obs.candidate_errors()
     assert len(alive_at_call) > 2 and max(alive_at_call) == 0
+
+
+def test_a_large_batch_is_cut_a_slice_at_a_time_with_the_same_sample(monkeypatch):
+    """Per tensor, a batch far past the cap held 4 bytes of tickets per value and searched
+    them all at once (2.3x a 4096 x 1024 weight); now a slice at a time, same sample."""
+    x = torch.randn(50, 400, generator=torch.Generator().manual_seed(4))
+    whole = PercentileObserver(max_samples=1000)
+    whole.update(x)
+    expected = whole.samples.clone()
+
+    monkeypatch.setattr(observers, "CHUNK_ELEMENTS", 2000)
+    searched: list[int] = []
+    real = observers.lowest_positions
+
+    def recording(blocks, n):
+        searched.append(sum(len(b) for b in blocks))
+        return real(blocks, n)
+
+    monkeypatch.setattr(observers, "lowest_positions", recording)
+    sliced = PercentileObserver(max_samples=1000)
+    sliced.update(x)
+    assert torch.equal(sliced.samples, expected)
+    # 10 slices of 2000: the first is stored (2000 <= 2 cap), each later one cut
+    assert len(searched) == 9 and max(searched) <= 2 * 1000 + 2000
