@@ -297,3 +297,10 @@ def test_a_bad_notebook_is_named_in_one_line(course: Path, tmp_path: Path, conte
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "03_bad.ipynb" in err, err
     assert not out.exists()
+
+
+def test_build_names_an_out_it_cannot_write(course: Path, tmp_path: Path):
+    (tmp_path / "notes.txt").write_text("mine")  # a file where --out's parent folder would be
+    with pytest.raises(site.SiteError, match=r"_site: cannot write beside it"):
+        site.build(tmp_path / "notes.txt" / "_site", course)
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -334,8 +334,11 @@ def build(out: Path = DEFAULT_OUT, notebook_dir: Path = NOTEBOOK_DIR) -> list[Pa
     lessons = [read_lesson(p) for p in find_lessons(notebook_dir)]
     if not lessons:
         raise SiteError(f"no notebooks NN_*.ipynb in {notebook_dir}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as err:
+        raise SiteError(f"--out {out}: cannot write beside it ({err.strerror or err})") from None
     try:
         (tmp / "notebooks").mkdir()
         copy_mathjax(tmp)
