@@ -135,7 +135,26 @@ def int8_matmul_path(device: torch.device | str = "cpu") -> str:
 ADD_THEN_ROUND, ROUND_THEN_ADD = "add, then round", "round, then add"
 """The two answers of :func:`zero_point_rounding_order`."""
 
+MEASURED_X86_ORDERS: dict[tuple[int, int], str] = {
+    (2, 13): ADD_THEN_ROUND,
+    (2, 14): ROUND_THEN_ADD,
+    (2, 15): ROUND_THEN_ADD,
+}
+"""The order of ``torch.quantize_per_tensor`` on x86-64 per release ``(major, minor)``, as
+measured (exact ties; 1 and 2 threads; ``ATEN_CPU_CAPABILITY`` default, avx2 and avx512;
+wheels 2.13.0+cpu and PyPI's 2.13.0, 2.14.0, 2.14.1 and 2.15.0). FBGEMM removed its
+add-first path in April 2026 (pytorch/FBGEMM#5624); 2.14.0 is the first release without it."""
+
 _assumed_order: list[str] = []  # set by assume_zero_point_rounding_order, innermost last
+
+
+def measured_zero_point_rounding_order() -> str | None:
+    """:data:`MEASURED_X86_ORDERS`' entry for this PyTorch release on this CPU, or ``None``
+    where that was not measured (another release, or not x86-64)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    major, minor = (int(n) for n in torch.__version__.split(".")[:2])
+    return MEASURED_X86_ORDERS.get((major, minor))
 
 
 def zero_point_rounding_order() -> str:

@@ -7,8 +7,8 @@ What experiments showed (and these tests pin down):
 
 * ``torch.quantize_per_tensor`` (CPU) takes the reciprocal ``1/scale`` in float32.
   Whether it adds the zero point before or after rounding depends on the release
-  (``hardware.zero_point_rounding_order()`` measures it; ``KNOWN_X86_ORDERS``
-  below lists the releases measured). On x86 up to torch 2.13 (FBGEMM's legacy
+  (``hardware.zero_point_rounding_order()`` measures it; ``hardware.MEASURED_X86_ORDERS``
+  lists the releases measured). On x86 up to torch 2.13 (FBGEMM's legacy
   path) it computes ``round_half_even(fma(x, 1/scale, zero_point))``: one rounding
   of the multiply-add, as ``quantize`` does, bit-identical. From torch 2.14 (FBGEMM
   without its legacy path) it computes ``round_half_even(fl(x * (1/scale))) + zero_point``,
@@ -108,21 +108,6 @@ def _codes_in_this_pytorchs_order(x, scale, zero_point, *, signed=True, narrow=F
     codes = hardware.quantize_round_then_add(x, scale, zero_point, 8, signed=signed)
     return codes.clamp(-127, 127) if narrow else codes
 
-
-def _torch_version() -> tuple[int, int]:
-    major, minor = torch.__version__.split(".")[:2]
-    return int(major), int(minor)
-
-
-# The order torch.quantize_per_tensor used on x86 in each release measured (the probe,
-# exact ties, 1 and 2 threads, ATEN_CPU_CAPABILITY default/avx2/avx512 alike). FBGEMM
-# removed its legacy add-first path in April 2026 (pytorch/FBGEMM#5624); 2.14.0 is the
-# first release with it. Wheels: 2.13.0+cpu, and PyPI's 2.13.0, 2.14.0, 2.14.1, 2.15.0.
-KNOWN_X86_ORDERS = {
-    (2, 13): ADD_THEN_ROUND,
-    (2, 14): ROUND_THEN_ADD,
-    (2, 15): ROUND_THEN_ADD,
-}
 
 
 @needs_quantize_per_tensor
@@ -231,9 +216,12 @@ def test_exact_ties_follow_this_pytorchs_order_and_quantize_adds_first():
 def test_the_probe_reports_the_order_measured_for_this_release():
     order = hardware.probe_zero_point_rounding_order()
     assert order in (ADD_THEN_ROUND, ROUND_THEN_ADD)
-    if not X86 or _torch_version() not in KNOWN_X86_ORDERS:
-        pytest.skip(f"no measurement of torch {torch.__version__} on {platform.machine()} here")
-    assert order == KNOWN_X86_ORDERS[_torch_version()], torch.__version__
+    measured = hardware.measured_zero_point_rounding_order()
+    if measured is None:
+        pytest.skip(f"no measurement of torch {torch.__version__} on {platform.machine()}")
+    assert order == measured, torch.__version__
+    assert hardware.MEASURED_X86_ORDERS[(2, 13)] == ADD_THEN_ROUND  # FBGEMM's legacy path
+    assert hardware.MEASURED_X86_ORDERS[(2, 14)] == ROUND_THEN_ADD  # pytorch/FBGEMM#5624
 
 
 @needs_quantize_per_tensor
