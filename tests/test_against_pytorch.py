@@ -241,6 +241,32 @@ def test_every_path_of_the_kernel_uses_the_probes_order(n, threads):
     assert torch.equal(theirs, hardware.quantize_as_pytorch_does(x, 0.5, 3, torch.quint8))
 
 
+def test_the_probe_refuses_a_kernel_that_mixes_the_orders(monkeypatch):
+    real = torch.quantize_per_tensor
+
+    def mixed(x, scale, zero_point, dtype):  # rounds first in its vector body, adds first after
+        first = torch.round(x / scale) + zero_point
+        add = torch.round(x / scale + zero_point)
+        codes = torch.where(torch.arange(len(x)) < 32, first, add)
+        return real((codes - zero_point) * scale, scale, zero_point, dtype)  # no ties left
+
+    monkeypatch.setattr(torch, "quantize_per_tensor", mixed)
+    with pytest.raises(RuntimeError, match="no single order"):
+        hardware.probe_zero_point_rounding_order.__wrapped__()
+
+
+def test_the_measured_orders_are_for_x86_only(monkeypatch):
+    monkeypatch.setattr(hardware.platform, "machine", lambda: "aarch64")
+    assert hardware.measured_zero_point_rounding_order() is None
+    monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(hardware.torch, "__version__", "2.13.0+cpu")
+    assert hardware.measured_zero_point_rounding_order() == ADD_THEN_ROUND
+    monkeypatch.setattr(hardware.torch, "__version__", "2.14.1")
+    assert hardware.measured_zero_point_rounding_order() == ROUND_THEN_ADD
+    monkeypatch.setattr(hardware.torch, "__version__", "2.99.0")
+    assert hardware.measured_zero_point_rounding_order() is None
+
+
 def test_assume_zero_point_rounding_order_overrides_the_probe_within_its_block():
     measured = hardware.zero_point_rounding_order()
     other = ROUND_THEN_ADD if measured == ADD_THEN_ROUND else ADD_THEN_ROUND
