@@ -214,11 +214,13 @@ def quantize(
 
     ``round`` is round-half-to-even, like ``torch.round``. ``x / scale`` is
     computed as ``x * (1 / scale)`` and the zero point is added before rounding,
-    in one fused multiply-add (one rounding), as PyTorch's CPU kernel for 8-bit
-    ``torch.quantize_per_tensor`` does: its codes are bit-identical. Kernels that
-    round twice, such as ``torch.qint32``'s on x86 (16-bit codes), can differ by one
-    code at near-ties (notebook 03;
-    :func:`~linquant_helpers.hardware.zero_point_rounding_order` probes the running build).
+    in one fused multiply-add (one rounding), as PyTorch's x86 CPU kernel for 8-bit
+    ``torch.quantize_per_tensor`` does up to torch 2.13: its codes are bit-identical
+    there. Kernels that round twice, such as ``torch.qint32``'s on x86 (16-bit codes),
+    or first, such as x86's from torch 2.14 (``round(x * (1 / scale)) + zero_point``),
+    can differ by one code at ties and near-ties (notebook 03;
+    :func:`~linquant_helpers.hardware.zero_point_rounding_order` probes the running build,
+    and :func:`~linquant_helpers.hardware.quantize_as_pytorch_does` follows it).
 
     ``x`` is any floating-point tensor (bf16/fp16 are computed in float32, float64
     in float64, with no float32 step that could move a value across a tie);

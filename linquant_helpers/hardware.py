@@ -14,15 +14,23 @@ machines, so the lessons ask the machine instead of assuming:
   of 255 x 127 overflow it. That is why PyTorch's x86 quantization config
   keeps activations to 7 bits (``reduce_range=True``).
 * :func:`zero_point_rounding_order` - whether ``torch.quantize_per_tensor``
-  adds the zero point before rounding (FBGEMM on x86, and the aarch64 Linux
-  wheel, measured under emulation) or after (a build that rounds first), and
-  :func:`quantize_as_pytorch_does`, the package's codes in that order.
+  adds the zero point before rounding or after. It depends on the PyTorch
+  release as well as the CPU: on x86, up to torch 2.13, FBGEMM's quantize
+  computes ``round(fma(x, 1/s, z))`` (the formula it kept from Caffe2); FBGEMM
+  dropped that path in April 2026 (pytorch/FBGEMM#5624), and from torch 2.14 on
+  x86 computes ``round(x * (1/s)) + z`` in its vectorized and its scalar code
+  alike, at any thread count. The aarch64 Linux wheel of 2.13 adds first
+  (measured under emulation). :func:`quantize_as_pytorch_does` gives the
+  package's codes in this PyTorch's order, and :func:`assume_zero_point_rounding_order`
+  shows what the package does on a PyTorch of the other order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -136,21 +144,96 @@ def int8_matmul_path(device: torch.device | str = "cpu") -> str:
     return INT_MM if fast and int_mm_is_exact(kind) else FLOAT32
 
 
-@functools.cache
+ADD_THEN_ROUND, ROUND_THEN_ADD = "add, then round", "round, then add"
+"""The two answers of :func:`zero_point_rounding_order`."""
+
+MEASURED_X86_ORDERS: dict[tuple[int, int], str] = {
+    (2, 13): ADD_THEN_ROUND,
+    (2, 14): ROUND_THEN_ADD,
+    (2, 15): ROUND_THEN_ADD,
+}
+"""The order of ``torch.quantize_per_tensor`` on x86-64 per release ``(major, minor)``, as
+measured (exact ties; 1 and 2 threads; ``ATEN_CPU_CAPABILITY`` default, avx2 and avx512;
+wheels 2.13.0+cpu and PyPI's 2.13.0, 2.14.0, 2.14.1 and 2.15.0). FBGEMM removed its
+add-first path in April 2026 (pytorch/FBGEMM#5624); 2.14.0 is the first release without it."""
+
+_assumed_order: list[str] = []  # set by assume_zero_point_rounding_order, innermost last
+
+
+def measured_zero_point_rounding_order() -> str | None:
+    """:data:`MEASURED_X86_ORDERS`' entry for this PyTorch release on this CPU, or ``None``
+    where that was not measured (another release, or not x86-64)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    major, minor = (int(n) for n in torch.__version__.split(".")[:2])
+    return MEASURED_X86_ORDERS.get((major, minor))
+
+
 def zero_point_rounding_order() -> str:
     """How this PyTorch's ``torch.quantize_per_tensor`` combines rounding and the zero point.
 
-    ``"add, then round"``: ``q = round(x / s + z)``, FBGEMM's order on x86 and the
-    order of :func:`~linquant_helpers.affine.quantize`. ``"round, then add"``:
-    ``q = round(x / s) + z``, as ``fake_quantize_per_tensor_affine`` does. Found
-    by quantizing an exact tie, ``x / s = 0.5`` with ``z = 1``: 2 or 1.
+    :data:`ADD_THEN_ROUND` (``"add, then round"``): ``q = round(x / s + z)``, the
+    order of :func:`~linquant_helpers.affine.quantize`, and of FBGEMM on x86 up to
+    torch 2.13. :data:`ROUND_THEN_ADD` (``"round, then add"``): ``q = round(x / s) + z``,
+    as ``fake_quantize_per_tensor_affine`` does, and FBGEMM on x86 from torch 2.14.
+    Measured once (:func:`probe_zero_point_rounding_order`), unless inside
+    :func:`assume_zero_point_rounding_order`.
+    """
+    return _assumed_order[-1] if _assumed_order else probe_zero_point_rounding_order()
+
+
+@functools.cache
+def probe_zero_point_rounding_order() -> str:
+    """Measure the order of ``torch.quantize_per_tensor`` on exact ties with an odd zero point.
+
+    ``x / s = k + 0.5`` for 37 values (more than a vector register's worth, so the
+    vectorized body and the scalar or masked tail of the kernel both run), with
+    ``z = 1`` for ``quint8`` and ``z = -3`` for ``qint8``: adding the odd zero
+    point before rounding gives the other even neighbour than adding it after.
+    Raises ``RuntimeError`` if the codes follow neither order throughout (a
+    kernel that mixed them could not be reproduced by the package).
     """
     import warnings
 
+    k = torch.arange(-18, 19, dtype=torch.float32)
+    x = (k + 0.5) * 0.5  # x / 0.5 = k + 0.5 exactly
+    answers = set()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the quantized dtypes are deprecated; a probe only
-        code = torch.quantize_per_tensor(torch.tensor([0.25]), 0.5, 1, torch.quint8).int_repr()
-    return "add, then round" if int(code) == 2 else "round, then add"
+        for dtype, z, signed in ((torch.quint8, 1, False), (torch.qint8, -3, True)):
+            got = torch.quantize_per_tensor(x, 0.5, z, dtype).int_repr().int()
+            qmin, qmax = qrange(8, signed=signed)
+            add_first = torch.round(k + 0.5 + z).clamp(qmin, qmax).int()
+            round_first = (torch.round(k + 0.5) + z).clamp(qmin, qmax).int()
+            if torch.equal(got, add_first):
+                answers.add(ADD_THEN_ROUND)
+            elif torch.equal(got, round_first):
+                answers.add(ROUND_THEN_ADD)
+            else:
+                answers.add(f"neither ({dtype}: {got.tolist()})")
+    if len(answers) != 1 or not answers <= {ADD_THEN_ROUND, ROUND_THEN_ADD}:
+        raise RuntimeError(
+            "this PyTorch's quantize_per_tensor rounds exact ties in no single order "
+            f"(found {sorted(answers)}); the package cannot reproduce its codes"
+        )
+    return answers.pop()
+
+
+@contextlib.contextmanager
+def assume_zero_point_rounding_order(order: str) -> Iterator[None]:
+    """Within the block, :func:`zero_point_rounding_order` answers ``order``, not the measurement.
+
+    What the package, and the exercise checks of notebook 03, do on a PyTorch of the
+    other order; the instructors' guide and the tests use it to show both. ``order``
+    is :data:`ADD_THEN_ROUND` or :data:`ROUND_THEN_ADD`; ``ValueError`` otherwise.
+    """
+    if order not in (ADD_THEN_ROUND, ROUND_THEN_ADD):
+        raise ValueError(f"order must be {ADD_THEN_ROUND!r} or {ROUND_THEN_ADD!r}, got {order!r}")
+    _assumed_order.append(order)
+    try:
+        yield
+    finally:
+        _assumed_order.pop()
 
 
 INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
@@ -247,6 +330,6 @@ def quantize_as_pytorch_does(
     if dtype not in (torch.quint8, torch.qint8):
         raise ValueError(f"dtype must be torch.quint8 or torch.qint8, got {dtype}")
     signed = dtype == torch.qint8
-    if zero_point_rounding_order() == "add, then round":
+    if zero_point_rounding_order() == ADD_THEN_ROUND:
         return quantize(x, scale, zero_point, 8, signed=signed)
     return quantize_round_then_add(x, scale, zero_point, 8, signed=signed)

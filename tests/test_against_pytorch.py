@@ -5,18 +5,22 @@ serve only as oracles. Each test skips with a reason where its oracle is gone.
 
 What experiments showed (and these tests pin down):
 
-* ``torch.quantize_per_tensor`` (CPU) computes
-  ``round_half_even(fma(x, 1/scale, zero_point))`` in float32: the reciprocal is
-  taken in float32 and the zero point is added *before* rounding, with a single
-  rounding of the multiply-add. ``quantize`` does the same and is bit-identical.
-* ``torch.quantize_per_channel`` differs by CPU: on x86 it rounds twice,
-  ``round(fl(fl(x * inv) + z))``; on aarch64 (emulated, ``.ci/arm64_check.sh``)
-  quint8 rounds first, ``round(fl(x * inv)) + z``, and qint8 is ``quantize``'s
-  fused multiply-add. Equal to ``quantize`` when the zero point is 0; otherwise
-  they differ by one code at near-ties only. ``quantize_per_tensor`` is the
-  same fused multiply-add on both.
+* ``torch.quantize_per_tensor`` (CPU) takes the reciprocal ``1/scale`` in float32.
+  Whether it adds the zero point before or after rounding depends on the release
+  (``hardware.zero_point_rounding_order()`` measures it; ``hardware.MEASURED_X86_ORDERS``
+  lists the releases measured). On x86 up to torch 2.13 (FBGEMM's legacy
+  path) it computes ``round_half_even(fma(x, 1/scale, zero_point))``: one rounding
+  of the multiply-add, as ``quantize`` does, bit-identical. From torch 2.14 (FBGEMM
+  without its legacy path) it computes ``round_half_even(fl(x * (1/scale))) + zero_point``,
+  as ``hardware.quantize_round_then_add`` does, bit-identical. The aarch64 wheel of
+  2.13 adds first, like x86 (``.ci/arm64_check.sh``).
+* ``torch.quantize_per_channel`` differs by CPU and release: on x86 up to 2.13 it
+  rounds twice, ``round(fl(fl(x * inv) + z))``; from 2.14 it rounds first, like
+  per-tensor; on aarch64 (2.13, emulated) quint8 rounds first, ``round(fl(x * inv)) + z``,
+  and qint8 is ``quantize``'s fused multiply-add. Equal to ``quantize`` when the
+  zero point is 0; otherwise they differ by one code at near-ties only.
 * ``torch.fake_quantize_per_tensor_affine`` rounds *before* adding the zero point,
-  so at exact ties it disagrees with ``torch.quantize_per_tensor``.
+  in every release measured.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import platform
 import pytest
 import torch
 
-from linquant_helpers import choose_qparams, dequantize, fake_quantize, qrange, quantize
+from linquant_helpers import choose_qparams, dequantize, fake_quantize, hardware, qrange, quantize
+from linquant_helpers.hardware import ADD_THEN_ROUND, ROUND_THEN_ADD
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
@@ -94,15 +99,29 @@ def _assert_codes_match(ours: torch.Tensor, theirs: torch.Tensor) -> None:
     assert int((diff != 0).sum()) <= 1e-5 * ours.numel()
 
 
+def _codes_in_this_pytorchs_order(x, scale, zero_point, *, signed=True, narrow=False):
+    """The package's codes in the order this PyTorch's quantize_per_tensor uses (the probe's):
+    ``quantize`` where it adds the zero point first, ``quantize_round_then_add`` where it
+    rounds first; narrow ranges clamp afterwards, as ``_torch_codes`` does."""
+    if hardware.zero_point_rounding_order() == ADD_THEN_ROUND:
+        return quantize(x, scale, zero_point, signed=signed, narrow=narrow)
+    codes = hardware.quantize_round_then_add(x, scale, zero_point, 8, signed=signed)
+    return codes.clamp(-127, 127) if narrow else codes
+
+
+
 @needs_quantize_per_tensor
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize(("signed", "symmetric", "narrow"), SCHEMES, ids=SCHEME_IDS)
 def test_quantize_per_tensor_is_bit_identical_to_torch(seed, signed, symmetric, narrow):
     x = _data(seed)
     scale, zp = choose_qparams(x, symmetric=symmetric, signed=signed, narrow=narrow)
-    ours = quantize(x, scale, zp, signed=signed, narrow=narrow)
-    theirs = torch.quantize_per_tensor(x, float(scale), int(zp), _qdtype(signed))
-    _assert_codes_match(ours, _torch_codes(theirs, narrow))
+    ours = _codes_in_this_pytorchs_order(x, scale, zp, signed=signed, narrow=narrow)
+    qt = torch.quantize_per_tensor(x, float(scale), int(zp), _qdtype(signed))
+    theirs = _torch_codes(qt, narrow)
+    _assert_codes_match(ours, theirs)
+    if hardware.zero_point_rounding_order() == ADD_THEN_ROUND:  # the README's claim for quantize
+        _assert_codes_match(quantize(x, scale, zp, signed=signed, narrow=narrow), theirs)
 
 
 @needs_quantize_per_tensor
@@ -114,7 +133,7 @@ def test_quantize_per_tensor_matches_torch_with_awkward_scales(seed):
     for scale, zp in ((0.1, 3), (1 / 3, -7), (0.0137, 0), (0.7, 100)):
         codes = torch.randint(-140, 140, (50_000,), generator=g).float()
         x = ((codes + 0.5) * scale + torch.randn(50_000, generator=g) * 1e-6).float()
-        ours = quantize(x, scale, zp)
+        ours = _codes_in_this_pytorchs_order(x, scale, zp)
         theirs = torch.quantize_per_tensor(x, scale, zp, torch.qint8).int_repr()
         _assert_codes_match(ours, theirs)
 
@@ -149,13 +168,17 @@ def test_quantize_per_channel_differs_from_torch_only_at_near_ties(seed, signed,
     ours = quantize(x, scale, zp, signed=signed, axis=0)
     theirs = torch.quantize_per_channel(x, scale.double(), zp.long(), 0, _qdtype(signed)).int_repr()
 
-    # PyTorch's formula, computed independently. It depends on the CPU (measured with
-    # torch 2.13): on x86 two float32 roundings, then round; on aarch64, quint8 rounds
-    # x / s first and then adds z, and qint8 is one fused multiply-add, like ``quantize``.
+    # PyTorch's formula, computed independently. It depends on the CPU and the release:
+    # on x86, where per-tensor adds first (up to 2.13), two float32 roundings, then round;
+    # where per-tensor rounds first (2.14 on), the same: round x / s, then add z; on
+    # aarch64 (2.13), quint8 rounds x / s first and then adds z, and qint8 is one fused
+    # multiply-add, like ``quantize``.
     inv = (1.0 / scale).reshape(-1, 1)
     z = zp.reshape(-1, 1).float()
     if platform.machine().lower() in ("arm64", "aarch64"):
         formula = ((x * inv).round() + z) if not signed else ours.float()
+    elif hardware.zero_point_rounding_order() == ROUND_THEN_ADD:
+        formula = (x * inv).round() + z
     else:
         formula = (x * inv) + z  # the product and the sum rounded separately
     assert torch.equal(theirs, formula.round().clamp(qmin, qmax).to(theirs.dtype))
@@ -172,17 +195,92 @@ def test_quantize_per_channel_differs_from_torch_only_at_near_ties(seed, signed,
 
 @needs_quantize_per_tensor
 @needs_fake_quantize
-def test_exact_ties_zero_point_added_before_rounding():
-    # 0.25 / 0.5 + 1 = 1.5 exactly: rounding the sum gives 2 (half to even).
+def test_exact_ties_follow_this_pytorchs_order_and_quantize_adds_first():
+    # 0.25 / 0.5 + 1 = 1.5 exactly: rounding the sum gives 2 (half to even), the
+    # package's formula; rounding first gives round(0.5) + 1 = 1.
     x = torch.tensor([0.25])
     assert quantize(x, 0.5, 1).tolist() == [2]
-    assert torch.quantize_per_tensor(x, 0.5, 1, torch.qint8).int_repr().tolist() == [2]
-    # Rounding before adding the zero point gives round(0.5) + 1 = 1, i.e. 0.0 after
-    # dequantizing: PyTorch's fake_quantize kernel does that, ours does not.
+    assert hardware.quantize_round_then_add(x, 0.5, 1).tolist() == [1]
+    expected = {ADD_THEN_ROUND: [2], ROUND_THEN_ADD: [1]}[hardware.zero_point_rounding_order()]
+    assert torch.quantize_per_tensor(x, 0.5, 1, torch.qint8).int_repr().tolist() == expected
+    assert hardware.quantize_as_pytorch_does(x, 0.5, 1, torch.qint8).tolist() == expected
+    # PyTorch's fake_quantize kernel rounds first (0.0 after dequantizing) in every
+    # release; the package's fake_quantize is dequantize(quantize(x)).
     theirs = torch.fake_quantize_per_tensor_affine(x, 0.5, 1, -128, 127)
     assert theirs.tolist() == [0.5 * (1 - 1)]
     assert fake_quantize(x, 0.5, 1).tolist() == [0.5 * (2 - 1)]
     assert torch.equal(fake_quantize(x, 0.5, 1), dequantize(quantize(x, 0.5, 1), 0.5, 1))
+
+
+@needs_quantize_per_tensor
+def test_the_probe_reports_the_order_measured_for_this_release():
+    order = hardware.probe_zero_point_rounding_order()
+    assert order in (ADD_THEN_ROUND, ROUND_THEN_ADD)
+    measured = hardware.measured_zero_point_rounding_order()
+    if measured is None:
+        pytest.skip(f"no measurement of torch {torch.__version__} on {platform.machine()}")
+    assert order == measured, torch.__version__
+    assert hardware.MEASURED_X86_ORDERS[(2, 13)] == ADD_THEN_ROUND  # FBGEMM's legacy path
+    assert hardware.MEASURED_X86_ORDERS[(2, 14)] == ROUND_THEN_ADD  # pytorch/FBGEMM#5624
+
+
+@needs_quantize_per_tensor
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", [1, 7, 8, 37, 4099])
+def test_every_path_of_the_kernel_uses_the_probes_order(n, threads):
+    # FBGEMM quantizes in vector registers (8 or 16 floats) and finishes with a masked
+    # or scalar tail, each thread its own slice: all of them must agree with the probe.
+    k = torch.arange(n, dtype=torch.float32) % 200 - 100
+    x = (k + 0.5) * 0.5  # exact ties
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        theirs = torch.quantize_per_tensor(x, 0.5, 3, torch.quint8).int_repr()
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(theirs, hardware.quantize_as_pytorch_does(x, 0.5, 3, torch.quint8))
+
+
+def test_the_probe_refuses_a_kernel_that_mixes_the_orders(monkeypatch):
+    real = torch.quantize_per_tensor
+
+    def mixed(x, scale, zero_point, dtype):  # rounds first in its vector body, adds first after
+        first = torch.round(x / scale) + zero_point
+        add = torch.round(x / scale + zero_point)
+        codes = torch.where(torch.arange(len(x)) < 32, first, add)
+        return real((codes - zero_point) * scale, scale, zero_point, dtype)  # no ties left
+
+    monkeypatch.setattr(torch, "quantize_per_tensor", mixed)
+    with pytest.raises(RuntimeError, match="no single order"):
+        hardware.probe_zero_point_rounding_order.__wrapped__()
+
+
+def test_the_measured_orders_are_for_x86_only(monkeypatch):
+    monkeypatch.setattr(hardware.platform, "machine", lambda: "aarch64")
+    assert hardware.measured_zero_point_rounding_order() is None
+    monkeypatch.setattr(hardware.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(hardware.torch, "__version__", "2.13.0+cpu")
+    assert hardware.measured_zero_point_rounding_order() == ADD_THEN_ROUND
+    monkeypatch.setattr(hardware.torch, "__version__", "2.14.1")
+    assert hardware.measured_zero_point_rounding_order() == ROUND_THEN_ADD
+    monkeypatch.setattr(hardware.torch, "__version__", "2.99.0")
+    assert hardware.measured_zero_point_rounding_order() is None
+
+
+def test_assume_zero_point_rounding_order_overrides_the_probe_within_its_block():
+    measured = hardware.zero_point_rounding_order()
+    other = ROUND_THEN_ADD if measured == ADD_THEN_ROUND else ADD_THEN_ROUND
+    x = torch.tensor([0.25, 0.75, -0.25, 1.25])  # x / 0.5 = 0.5, 1.5, -0.5, 2.5
+    with hardware.assume_zero_point_rounding_order(other):
+        assert hardware.zero_point_rounding_order() == other
+        with hardware.assume_zero_point_rounding_order(measured):
+            assert hardware.zero_point_rounding_order() == measured
+        codes = hardware.quantize_as_pytorch_does(x, 0.5, 3, torch.quint8).tolist()
+        assert codes == {ADD_THEN_ROUND: [4, 4, 2, 6], ROUND_THEN_ADD: [3, 5, 3, 5]}[other]
+    assert hardware.zero_point_rounding_order() == measured
+    with pytest.raises(ValueError, match="order must be"):
+        with hardware.assume_zero_point_rounding_order("round"):
+            pass
 
 
 @needs_quantize_per_tensor

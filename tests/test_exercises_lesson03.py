@@ -12,8 +12,10 @@ import pytest
 import torch
 from torch.ao.quantization import MinMaxObserver
 
+from linquant_helpers import hardware
 from linquant_helpers.exercises import lesson03 as ex
 from linquant_helpers.exercises.feedback import PASS
+from linquant_helpers.hardware import ADD_THEN_ROUND, ROUND_THEN_ADD
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*quantized tensor creation functions.*:UserWarning"
@@ -53,7 +55,9 @@ def test_pytorch_itself_passes(check, oracle, seed) -> None:
 def test_the_tie_of_the_notebook() -> None:
     # x = 0.25, scale = 0.5, zero_point = 1: 0.25 / 0.5 = 0.5 is an exact tie.
     x = torch.tensor([0.25])
-    assert torch_quantize(x, 0.5, 1, torch.quint8).item() == 2  # round(0.5 + 1) = 2
+    # round(0.5 + 1) = 2 where this PyTorch adds first, round(0.5) + 1 = 1 where it rounds first
+    expected = {ADD_THEN_ROUND: 2, ROUND_THEN_ADD: 1}[hardware.zero_point_rounding_order()]
+    assert torch_quantize(x, 0.5, 1, torch.quint8).item() == expected
     assert torch_fake_quantize(x, 0.5, 1, 0, 255).item() == 0.0  # (round(0.5) + 1 - 1) * 0.5
 
 
@@ -63,19 +67,49 @@ def test_signed_codes() -> None:
         ex.signed_codes(torch.int8)
 
 
-def test_quantize_like_torch_follows_a_pytorch_that_rounds_first(monkeypatch) -> None:
-    """On a build whose quantize_per_tensor rounds before adding the zero point (reported
-    on some ARM builds), the right answer is the other order, and the check says so."""
-    from linquant_helpers import hardware
+def _add_first(x, scale, zero_point, dtype):
+    qmin, qmax = (-128, 127) if dtype == torch.qint8 else (0, 255)
+    return torch.round(x / scale + zero_point).clamp(qmin, qmax).to(torch.int32)
+
+
+def _round_first(x, scale, zero_point, dtype):
+    qmin, qmax = (-128, 127) if dtype == torch.qint8 else (0, 255)
+    return (torch.round(x / scale) + zero_point).clamp(qmin, qmax).to(torch.int32)
+
+
+def test_quantize_like_torch_wants_this_pytorchs_order() -> None:
+    """The right answer is the order this PyTorch uses (x86: added first up to 2.13, rounded
+    first from 2.14); the other order fails with a diagnosis naming the right one."""
     from solutions import lesson03 as sol
 
-    monkeypatch.setattr(hardware, "zero_point_rounding_order", lambda: "round, then add")
-    monkeypatch.setattr(sol, "zero_point_rounding_order", lambda: "round, then add")
-    assert ex.check_quantize_like_torch(sol.quantize_like_torch).status == "PASS"
+    order = hardware.zero_point_rounding_order()
+    adds_first = order == ADD_THEN_ROUND
+    right, wrong = (_add_first, _round_first) if adds_first else (_round_first, _add_first)
+    assert ex.check_quantize_like_torch(right).status == PASS
+    assert ex.check_quantize_like_torch(sol.quantize_like_torch).status == PASS
+    result = ex.check_quantize_like_torch(wrong)
+    assert result.status == "FAIL"
+    expect = {
+        ADD_THEN_ROUND: "add the zero point before rounding",
+        ROUND_THEN_ADD: "it rounds x / scale first",
+    }[order]
+    assert expect in result.message and "zero_point_rounding_order()" in result.message
 
-    def add_first(x, scale, zero_point, dtype):
-        qmin, qmax = (-128, 127) if dtype == torch.qint8 else (0, 255)
-        return torch.round(x / scale + zero_point).clamp(qmin, qmax).to(torch.int32)
 
-    result = ex.check_quantize_like_torch(add_first)
-    assert result.status == "FAIL" and "rounds x / scale first" in result.message
+@pytest.mark.parametrize("order", [ADD_THEN_ROUND, ROUND_THEN_ADD])
+def test_quantize_like_torch_follows_either_order(order) -> None:
+    """On a PyTorch of either order (assumed), the solution passes, the other order fails,
+    and every typical mistake of the catalogue, made in that order, gets its diagnosis."""
+    from wrong_answers import L3Q_ANY_ORDER
+
+    from solutions import lesson03 as sol
+
+    with hardware.assume_zero_point_rounding_order(order):
+        assert ex.check_quantize_like_torch(sol.quantize_like_torch).status == PASS
+        right = _add_first if order == ADD_THEN_ROUND else _round_first
+        wrong = _round_first if order == ADD_THEN_ROUND else _add_first
+        assert ex.check_quantize_like_torch(right).status == PASS
+        assert ex.check_quantize_like_torch(wrong).status == "FAIL"
+        for answer, mistake, expect in L3Q_ANY_ORDER:
+            result = ex.check_quantize_like_torch(answer)
+            assert result.status == "FAIL" and expect in result.message, (mistake, result)

@@ -21,6 +21,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from linquant_helpers import affine, choose_qparams, quantize
+from linquant_helpers.hardware import (
+    ADD_THEN_ROUND,
+    quantize_round_then_add,
+    zero_point_rounding_order,
+)
 
 # Values up to +-1e6, plus the ones that need care: infinities (they clamp),
 # exact ties of x / scale and signed zeros.
@@ -102,7 +107,16 @@ def test_fast_path_is_bit_identical_to_torch_quantize_per_tensor():
     scale, zero_point = 0.37, 3
     theirs = torch.quantize_per_tensor(x, scale, zero_point, torch.qint8).int_repr()
     with path(fast=True, block=4096):
-        assert torch.equal(quantize(x, scale, zero_point), theirs)
+        ours = quantize(x, scale, zero_point)
+    if zero_point_rounding_order() == ADD_THEN_ROUND:  # this PyTorch adds first, as quantize
+        assert torch.equal(ours, theirs)
+    else:  # it rounds first, as quantize_round_then_add; quantize differs at near ties only
+        assert torch.equal(quantize_round_then_add(x, scale, zero_point), theirs)
+        differ = ours != theirs
+        assert int((ours.int() - theirs.int()).abs().max()) <= 1
+        if differ.any():
+            exact = x[differ].double() / scale
+            assert float((exact - exact.floor() - 0.5).abs().max()) < 1e-4
 
 
 @pytest.mark.parametrize("fast", [True, False])

@@ -10,9 +10,11 @@ lists the mistakes from here, so the guide cannot drift from the checks.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +24,7 @@ from linquant_helpers import (
     PercentileObserver,
     choose_qparams,
     fake_quantize,
+    hardware,
     mse,
     ptq,
     qparams_from_range,
@@ -38,6 +41,9 @@ class WrongAnswer:
     mistake: str  # short human description, e.g. "adds the zero point after rounding"
     answer: Callable  # the wrong answer (a function or class, as the learner would write it)
     expect: str  # a substring the [FAIL] feedback line must contain (the diagnosis)
+    # what the check runs under (the contract test and the instructors' guide enter it), for
+    # mistakes that depend on this PyTorch: e.g. its zero-point rounding order (lesson 03)
+    context: Callable[[], AbstractContextManager] = contextlib.nullcontext
 
 
 @dataclass(frozen=True)
@@ -54,11 +60,17 @@ _wrong: list[WrongAnswer] = []
 _right: list[RightAnswer] = []
 
 
-def wrong(lesson: str, check: str, mistake: str, expect: str) -> Callable:
+def wrong(
+    lesson: str,
+    check: str,
+    mistake: str,
+    expect: str,
+    context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+) -> Callable:
     """Decorator: register the decorated function or class as a wrong answer."""
 
     def register(answer: Callable) -> Callable:
-        _wrong.append(WrongAnswer(lesson, check, mistake, answer, expect))
+        _wrong.append(WrongAnswer(lesson, check, mistake, answer, expect, context))
         return answer
 
     return register
@@ -429,34 +441,64 @@ def _(x, bits):
 # ================================================================ lesson 03
 
 L3Q = ("lesson03", "check_quantize_like_torch")
+ADD_FIRST, ROUND_FIRST = hardware.ADD_THEN_ROUND, hardware.ROUND_THEN_ADD
+
+
+def _as_on(order: str) -> Callable[[], AbstractContextManager]:
+    """Run the check as on a PyTorch whose quantize_per_tensor uses ``order``: the
+    instructors' guide then reads the same whichever PyTorch generates it, and the tests
+    cover both orders on any PyTorch (tests/test_exercises_lesson03.py runs the rest of
+    these answers under the other order too)."""
+    return functools.partial(hardware.assume_zero_point_rounding_order, order)
 
 
 def _codes_range(dtype):
     return (-128, 127) if dtype == torch.qint8 else (0, 255)
 
 
-def _qlt(rounding=torch.round, *, first=False, clamp=True, dtype=torch.int32, zp=True, swap=False):
+def _rounds_first() -> bool:
+    """Whether this PyTorch (or the one assumed) rounds x / scale before adding the zero point."""
+    return hardware.zero_point_rounding_order() == ROUND_FIRST
+
+
+def _qlt(rounding=torch.round, *, first=None, clamp=True, dtype=torch.int32, zp=True, swap=False):
+    """An answer with one mistake; ``first=None``: in this PyTorch's order, as the learner
+    who read notebook 03's section 5 writes it."""
+
     def quantize_like_torch(x, scale, zero_point, qdtype):
         qmin, qmax = _codes_range(qdtype)
         if swap:
             qmin, qmax = (0, 255) if qmin < 0 else (-128, 127)
         z = zero_point if zp else 0
-        q = rounding(x / scale) + z if first else rounding(x / scale + z)
+        rounds_first = _rounds_first() if first is None else first
+        q = rounding(x / scale) + z if rounds_first else rounding(x / scale + z)
         return (q.clamp(qmin, qmax) if clamp else q).to(dtype)
 
     return quantize_like_torch
 
 
-for _fn, _mistake, _expect in [
-    (
-        _qlt(first=True),
-        "rounds first, then adds the zero point",
-        "add the zero point before rounding",
-    ),
+wrong(
+    *L3Q,
+    "rounds first, then adds the zero point (on a PyTorch that adds it first: x86 up to 2.13)",
+    "add the zero point before rounding",
+    _as_on(ADD_FIRST),
+)(_qlt(first=True))
+wrong(
+    *L3Q,
+    "adds the zero point before rounding (on a PyTorch that rounds first: x86 from 2.14)",
+    "it rounds x / scale first",
+    _as_on(ROUND_FIRST),
+)(_qlt(first=False))
+
+L3Q_ANY_ORDER = [  # mistakes made in either order: the guide shows them as on an add-first PyTorch
     (_qlt(clamp=False), "does not clamp", "outside the codes of torch.quint8"),
     (_qlt(swap=True), "swaps the ranges of quint8 and qint8", "the range of the other dtype"),
     (
-        lambda x, s, z, d: torch.round(x / s + z).clamp(-128, 127).int(),
+        lambda x, s, z, d: (
+            (torch.round(x / s) + z if _rounds_first() else torch.round(x / s + z))
+            .clamp(-128, 127)
+            .int()
+        ),
         "always clamps to qint8",
         "outside the codes",
     ),
@@ -470,21 +512,27 @@ for _fn, _mistake, _expect in [
         "away from zero",
     ),
     (_qlt(zp=False), "forgets the zero point", "zero point is missing"),
-]:
-    wrong(*L3Q, _mistake, _expect)(_fn)
+]
+for _fn, _mistake, _expect in L3Q_ANY_ORDER:
+    wrong(*L3Q, _mistake, _expect, _as_on(ADD_FIRST))(_fn)
 
 
 @right(*L3Q, "int_repr's own dtypes: uint8 for quint8, int8 for qint8; clamp before rounding")
 def _(x, scale, zero_point, dtype):
     qmin, qmax = _codes_range(dtype)
-    q = torch.round(torch.clamp(x / scale + zero_point, qmin, qmax))
+    if _rounds_first():
+        q = torch.round(torch.clamp(x / scale, qmin - zero_point, qmax - zero_point)) + zero_point
+    else:
+        q = torch.round(torch.clamp(x / scale + zero_point, qmin, qmax))
     return q.to(torch.int8 if dtype == torch.qint8 else torch.uint8)
 
 
 @right(*L3Q, "multiplies by 1 / scale in float64")
 def _(x, scale, zero_point, dtype):
     qmin, qmax = _codes_range(dtype)
-    return torch.round(x.double() * (1 / scale) + zero_point).clamp(qmin, qmax).long()
+    v = x.double() * (1 / scale)
+    q = torch.round(v) + zero_point if _rounds_first() else torch.round(v + zero_point)
+    return q.clamp(qmin, qmax).long()
 
 
 L3F = ("lesson03", "check_fake_quantize_like_torch")

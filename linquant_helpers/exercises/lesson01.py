@@ -69,8 +69,8 @@ def _quantize_problem(
         ),
         f"adds the zero point after rounding, round(x / scale) + zero_point: {at}. At a tie "
         "(x / scale = k + 0.5) with an odd zero point the two orders differ; add it before "
-        "rounding, q = round(x / scale + zero_point) (notebook 03: that is what "
-        "torch.quantize_per_tensor does)": torch.round(x.double() / scale) + zero_point,
+        "rounding, q = round(x / scale + zero_point) (notebook 03 shows which order your "
+        "PyTorch's quantize_per_tensor uses)": torch.round(x.double() / scale) + zero_point,
         "the zero point is subtracted; quantize adds it: q = round(x / scale + zero_point) "
         "(dequantize is the one that subtracts it)": torch.round(x.double() / scale - zero_point),
         "the zero point is added to x before dividing; add it to x / scale: "

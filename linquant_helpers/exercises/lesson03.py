@@ -3,18 +3,21 @@
 The references are the package's functions, which the tests prove bit-identical
 to PyTorch's (deprecated) kernels; the checks themselves never call those.
 Inputs include exact ties with an odd zero point, where the order of
-"round" and "add the zero point" decides the code.
+"round" and "add the zero point" decides the code. That order depends on the
+PyTorch release (x86: added first up to torch 2.13, rounded first from 2.14), so the
+check of ``quantize_like_torch`` asks :func:`~linquant_helpers.hardware.zero_point_rounding_order`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
 import torch
 
 from ..affine import choose_qparams, dequantize, qrange, quantize
-from ..hardware import quantize_as_pytorch_does
+from ..hardware import ADD_THEN_ROUND, quantize_as_pytorch_does, zero_point_rounding_order
 from .feedback import (
     SEED,
     CheckResult,
@@ -47,6 +50,18 @@ def _round_first(x: torch.Tensor, scale: float) -> torch.Tensor:
     beyond the 8-bit range, so that clamping can be tested.
     """
     return quantize(x, scale, 0, 16).to(torch.int32)
+
+
+def _in_order(
+    rounding: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    scale: float,
+    zero_point: int,
+    adds_first: bool,
+) -> torch.Tensor:
+    """``rounding(x / scale + zero_point)`` or ``rounding(x / scale) + zero_point``, in float64."""
+    r = x.double() / scale
+    return rounding(r + zero_point) if adds_first else rounding(r) + zero_point
 
 
 def _tie_inputs(gen: torch.Generator) -> tuple[torch.Tensor, float]:
@@ -83,8 +98,11 @@ def check_quantize_like_torch(
 
     The codes must equal ``torch.quantize_per_tensor(x, scale, zero_point, dtype).int_repr()``
     for ``dtype`` ``torch.quint8`` or ``torch.qint8``, as computed by
-    :func:`~linquant_helpers.hardware.quantize_as_pytorch_does`: on x86 the zero
-    point is added before rounding, on builds that round first after it.
+    :func:`~linquant_helpers.hardware.quantize_as_pytorch_does` in the order this
+    PyTorch uses (:func:`~linquant_helpers.hardware.zero_point_rounding_order`):
+    ``round(x / scale + zero_point)`` where it adds the zero point first,
+    ``round(x / scale) + zero_point`` where it rounds first. The diagnoses of
+    typical mistakes are written in that order too.
     """
 
     def test() -> str | None:
@@ -112,37 +130,45 @@ def check_quantize_like_torch(
                     f"{at} you give {got_i:g}, outside the codes of {dtype}, [{qmin}, {qmax}]: "
                     "clamp to the dtype's range"
                 )
+            adds_first = zero_point_rounding_order() == ADD_THEN_ROUND
             round_first = (_round_first(x, scale) + zero_point).clamp(qmin, qmax)
-            if first_difference(got, round_first) is None:
+            add_first = quantize(x, scale, zero_point, 8, signed=signed)
+            if adds_first and first_difference(got, round_first) is None:
                 return (
                     f"{at} torch.quantize_per_tensor gives {exp_i:g} but you give {got_i:g}: add "
-                    "the zero point before rounding, round(x / scale + zero_point). Rounding "
+                    "the zero point before rounding, round(x / scale + zero_point), as this "
+                    "PyTorch does (hardware.zero_point_rounding_order() says so). Rounding "
                     "first, then adding it, is what fake_quantize_per_tensor_affine does."
                 )
-            add_first = quantize(x, scale, zero_point, 8, signed=signed)
-            if first_difference(got, add_first) is None:  # only where PyTorch rounds first
+            if not adds_first and first_difference(got, add_first) is None:
                 return (
                     f"{at} this PyTorch's quantize_per_tensor gives {exp_i:g} but you give "
-                    f"{got_i:g}: on this machine it rounds x / scale first, then adds the zero "
-                    "point (hardware.zero_point_rounding_order() says so); match that order"
+                    f"{got_i:g}: it rounds x / scale first, then adds the zero point, "
+                    "round(x / scale) + zero_point (hardware.zero_point_rounding_order() says "
+                    "so); adding it before rounding is what the package's quantize does"
                 )
-            v = x.double() / scale + zero_point
+            formula = functools.partial(
+                _in_order, x=x, scale=scale, zero_point=zero_point, adds_first=adds_first
+            )
+            in_order = f"round(x / scale{' + zero_point)' if adds_first else ') + zero_point'}"
             other = (0, 255) if signed else (-128, 127)
             mistakes = {
                 "ties are rounded up (floor(v + 0.5)); torch.round, like PyTorch's kernels, "
-                "rounds half to even": torch.floor(v + 0.5).clamp(qmin, qmax),
+                "rounds half to even": formula(lambda v: torch.floor(v + 0.5)).clamp(qmin, qmax),
                 "ties are rounded away from zero; torch.round, like PyTorch's kernels, rounds "
-                "half to even": (torch.sign(v) * torch.floor(v.abs() + 0.5)).clamp(qmin, qmax),
-                "the codes are floored, not rounded; use torch.round": torch.floor(v).clamp(
+                "half to even": formula(lambda v: torch.sign(v) * torch.floor(v.abs() + 0.5)).clamp(
+                    qmin, qmax
+                ),
+                "the codes are floored, not rounded; use torch.round": formula(torch.floor).clamp(
                     qmin, qmax
                 ),
                 "the codes are truncated toward zero (.int() without rounding), not rounded; "
-                "use torch.round": torch.trunc(v).clamp(qmin, qmax),
-                "the zero point is missing: round(x / scale + zero_point)": torch.round(
-                    x.double() / scale
-                ).clamp(qmin, qmax),
+                "use torch.round": formula(torch.trunc).clamp(qmin, qmax),
+                f"the zero point is missing: {in_order}": torch.round(x.double() / scale).clamp(
+                    qmin, qmax
+                ),
                 f"{dtype} has codes [{qmin}, {qmax}]; you clamped to [{other[0]}, {other[1]}], "
-                "the range of the other dtype": torch.round(v).clamp(*other),
+                "the range of the other dtype": formula(torch.round).clamp(*other),
             }
             if message := known_mistake(got, mistakes):
                 return f"{at}: {message}"
@@ -212,8 +238,8 @@ def check_fake_quantize_like_torch(
                 ),
                 f"{at} fake_quantize_per_tensor_affine gives {exp_i:g} but you give {got_i:g}: "
                 "it rounds x / scale first and adds the zero point after, "
-                "round(x / scale) + zero_point. Adding it before rounding is what "
-                "torch.quantize_per_tensor does.": dequantize(add_first, scale, zero_point),
+                "round(x / scale) + zero_point. Adding it before rounding is what the "
+                "package's quantize does.": dequantize(add_first, scale, zero_point),
                 f"values beyond [quant_min, quant_max] = [{qmin}, {qmax}] are not clamped: "
                 f"{at} you give {got_i:g}, expected {exp_i:g}": unclamped.double() * scale,
                 f"these are codes, not values: {at} expected {exp_i:g}, got {got_i:g}; "

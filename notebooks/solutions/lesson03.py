@@ -8,9 +8,9 @@ from linquant_helpers.hardware import zero_point_rounding_order
 def quantize_like_torch(x, scale, zero_point, dtype):
     qmin, qmax = (-128, 127) if dtype == torch.qint8 else (0, 255)
     if zero_point_rounding_order() == "add, then round":
-        q = torch.round(x / scale + zero_point)  # x86 (FBGEMM): the zero point before rounding
+        q = torch.round(x / scale + zero_point)  # x86 up to torch 2.13: the zero point first
     else:
-        q = torch.round(x / scale) + zero_point  # builds that round first
+        q = torch.round(x / scale) + zero_point  # x86 from torch 2.14: rounds first
     return q.clamp(qmin, qmax).to(torch.int32)
 
 
