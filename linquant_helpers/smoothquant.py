@@ -9,7 +9,15 @@
   compute on fake-quantized int8 weights and activations.
 
 Everything here is *simulated* (fake) quantization: the float values an
-integer kernel would compute with.
+integer kernel would compute with. The simulation divides the input by ``s``
+explicitly, wherever it is; a deployment must put that division somewhere, and
+it is free only where the operation that produces the input absorbs a
+per-channel factor and feeds nothing else: the norm before attention (query,
+key and value share it, so they share one ``s``) or before the MLP in a pre-LN
+model (Llama, OPT), whose ``gamma`` (and ``beta``) are divided by ``s``
+offline, and the value's output rows for the attention output. In a post-LN
+model such as BERT that LayerNorm's output is also the residual stream, so the
+division costs a multiply there; after a GELU (FC2's input) it always does.
 """
 
 from __future__ import annotations

@@ -36,3 +36,30 @@ def test_percentile_check_is_fast_and_separates_the_bit_widths(trained_digits) -
         ex.check_choose_percentile(lambda *a, p=p: p, model, data).status for p in (99.9, 100.0)
     }
     assert answers == {FAIL}
+
+
+def test_a_choice_by_top1_agreement_is_named_not_called_the_worst(trained_digits) -> None:
+    # the premise: at 8 bits every candidate keeps the class of all 128 images, so
+    # top-1 cannot rank them; the first of the tie (99.0) is also the worst by MSE
+    model, data = trained_digits
+    calib = data.calibration_batches(2, 32, seed=ex.SEED + 52)
+    gen = torch.Generator().manual_seed(ex.SEED + 52)
+    x_check = data.x_train[torch.randperm(len(data.x_train), generator=gen)[:128]]
+    percentiles = [99.0, 99.9, 99.99, 100.0]
+    agreements = ex.top1_agreements(model, calib, x_check, percentiles, 8)
+    assert len(set(agreements)) == 1
+    errors = ex.logit_errors(model, calib, x_check, percentiles, 8)
+    assert max(errors) == errors[0]
+
+    def by_top1(model, calib, x, ps, bits):
+        found = ex.top1_agreements(model, calib, x, ps, bits)
+        return ps[found.index(max(found))]
+
+    def worst(model, calib, x, ps, bits):
+        found = ex.logit_errors(model, calib, x, ps, bits)
+        return ps[found.index(max(found))]
+
+    message = ex.check_choose_percentile(by_top1, model, data).message
+    assert "top-1 agreement" in message and "worst" not in message
+    message = ex.check_choose_percentile(worst, model, data).message
+    assert "*worst* percentile" in message and "top-1" not in message

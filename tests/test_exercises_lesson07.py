@@ -39,3 +39,20 @@ def test_the_package_ste_passes_the_check() -> None:
         )
 
     assert ex.check_straight_through(straight_through).status == "PASS"
+
+
+def test_a_clipped_ste_is_told_the_exercise_asks_for_the_identity() -> None:
+    # the check's matrix reaches past fq's range, so a gradient masked where fq
+    # saturates differs from the identity there, and only there
+    def clipped(w, fq):
+        limit = fq(torch.full_like(w, float("inf"))).detach()
+        inside = w.clamp(-limit, limit)
+        return inside + (fq(w) - inside).detach()
+
+    for seed in (0, 1, 2):
+        result = ex.check_straight_through(clipped, seed)
+        assert result.status == "FAIL"
+        assert "clipped straight-through" in result.message
+        assert "where fq saturates (|w| > 3 s)" in result.message
+        count = int(result.message.split("on the ")[1].split(" elements")[0])
+        assert 0 < count < 60  # some, not all, of the 6 x 10 matrix

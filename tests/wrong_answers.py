@@ -1076,6 +1076,17 @@ def _percentile_errors(model, calib, x_check, percentiles, act_bits, *, target=N
     return errors
 
 
+def _top1_agreements(model, calib, x_check, percentiles, act_bits):
+    with torch.no_grad():
+        reference = model(x_check).argmax(dim=1)
+        agreements = []
+        for p in percentiles:
+            observer = functools.partial(PercentileObserver, percentile=p)
+            quantized = ptq(model, calib, observer=observer, act_bits=act_bits)
+            agreements.append((quantized(x_check).argmax(dim=1) == reference).float().mean().item())
+    return agreements
+
+
 for _fn, _mistake, _expect in [
     (
         lambda m, c, x, ps, b: ps[np.argmax(_percentile_errors(m, c, x, ps, b))],
@@ -1091,6 +1102,16 @@ for _fn, _mistake, _expect in [
         lambda m, c, x, ps, b: int(np.argmin(_percentile_errors(m, c, x, ps, b))),
         "returns the index",
         "index",
+    ),
+    (
+        lambda m, c, x, ps, b: ps[np.argmax(_top1_agreements(m, c, x, ps, b))],
+        "ranks by top-1 agreement, not logit MSE",
+        "top-1 agreement",
+    ),
+    (
+        lambda m, c, x, ps, b: ps[len(ps) - 1 - np.argmax(_top1_agreements(m, c, x, ps, b)[::-1])],
+        "ranks by top-1 agreement, the last of a tie",
+        "top-1 agreement",
     ),
     (lambda m, c, x, ps, b: 100.0, "always 100 (min-max)", "closest logits come from"),
     (
@@ -1257,6 +1278,13 @@ for _fn, _mistake, _expect in [
     (lambda w, fq: fq(w.detach()).requires_grad_(), "a new leaf", "no gradient reaches w"),
 ]:
     wrong(*L6S, _mistake, _expect)(_fn)
+
+
+@wrong(*L6S, "clipped STE: gradient 0 where fq saturates", "clipped straight-through")
+def _(w, fq):
+    limit = fq(torch.full_like(w, math.inf)).detach()  # qmax * s, where fq saturates
+    inside = w.clamp(-limit, limit)  # clamp's gradient: 1 inside the range, 0 outside
+    return inside + (fq(w) - inside).detach()
 
 
 @wrong(*L6S, "overwrites w.data", "changed w in place")

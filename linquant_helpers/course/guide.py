@@ -131,15 +131,17 @@ def mistakes_section(catalogue: Iterable[Any]) -> str:
 def course_map_section(notebook_dir: Path | None = None) -> str:
     """Markdown table of the notebooks and their estimated times (from their first cells)."""
     from . import site
+    from .lessons import LAST_CORE_LESSON, hours, track, track_totals
 
-    lessons = [site.read_lesson(p) for p in site.find_lessons(notebook_dir or site.NOTEBOOK_DIR)]
-    rows = ["| # | notebook | estimated time |", "| --- | --- | --- |"]
-    total = 0
-    for lesson in lessons:
-        total += lesson.minutes or 0
+    paths = site.find_lessons(notebook_dir or site.NOTEBOOK_DIR)
+    rows = ["| # | track | notebook | estimated time |", "| --- | --- | --- | --- |"]
+    for lesson in (site.read_lesson(p) for p in paths):
         minutes = f"{lesson.minutes} min" if lesson.minutes else "not stated"
-        rows.append(f"| {lesson.number} | {_md(lesson.title)} | {minutes} |")
-    rows.append(f"| | **total** | **{total // 60} h {total % 60:02d} min** |")
+        rows.append(f"| {lesson.number} | {track(lesson.path)} | {_md(lesson.title)} | {minutes} |")
+    totals = track_totals(paths)
+    rows.append(f"| | | **core track (01-{LAST_CORE_LESSON:02d})** | **{hours(totals['core'])}** |")
+    rows.append(f"| | | **advanced track** | **{hours(totals['advanced'])}** |")
+    rows.append(f"| | | **total** | **{hours(sum(totals.values()))}** |")
     return "\n".join(rows) + "\n"
 
 

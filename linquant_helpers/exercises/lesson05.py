@@ -263,6 +263,57 @@ def logit_errors(
     return errors
 
 
+def top1_agreements(
+    model: nn.Module,
+    calib_batches: list[torch.Tensor],
+    x_check: torch.Tensor,
+    percentiles: Sequence[float],
+    act_bits: int,
+) -> list[float]:
+    """Share of ``x_check`` on which each percentile's ptq copy predicts the float model's class."""
+    with torch.no_grad():
+        reference = model(x_check).argmax(dim=1)
+        agreements = []
+        for p in percentiles:
+            observer = functools.partial(PercentileObserver, percentile=p)
+            quantized = ptq(model, calib_batches, observer=observer, act_bits=act_bits)
+            same = quantized(x_check).argmax(dim=1) == reference
+            agreements.append(same.double().mean().item())
+    return agreements
+
+
+def _top1_diagnosis(
+    choose_percentile: Callable[..., float], got: float, case: tuple
+) -> str | None:
+    """Why ``got`` is wrong if the learner ranked the candidates by top-1 agreement, else None.
+
+    ``got`` must tie for the best agreement, and be picked by the order of the
+    candidates (a tie broken by position): asked again with the candidates in
+    reverse order, the answer changes. A choice by logit MSE, even the worst one,
+    does not depend on the order, so it is not taken for this mistake.
+    """
+    model, calib, x_check, percentiles, act_bits = case
+    agreements = top1_agreements(model, calib, x_check, percentiles, act_bits)
+    tied = [p for p, a in zip(percentiles, agreements, strict=True) if a == max(agreements)]
+    if got not in tied:
+        return None
+    again = call(
+        choose_percentile, model, calib, x_check.clone(), list(reversed(percentiles)), act_bits
+    )
+    if isinstance(again, torch.Tensor) and again.numel() == 1:
+        again = again.item()
+    if len(tied) == 1 or again == got:
+        return None
+    n = len(x_check)
+    return (
+        f"you returned {got}, which ties for the best top-1 agreement with {tied} "
+        f"({max(agreements):.1%} of {n} images keep the float model's class): top-1 moves in "
+        f"steps of one image (1/{n}) and ties, so it cannot rank these candidates: your answer "
+        f"depends on their order (in reverse order you return {again}). Choose by the MSE "
+        "between the logits, which tells every candidate apart"
+    )
+
+
 PERCENTILE_TIE = 0.01
 """:func:`check_choose_percentile` accepts a percentile within 1 % of the best logit MSE."""
 
@@ -282,8 +333,10 @@ def check_choose_percentile(
     calibration batches of 32 and 128 check images drawn from ``data``'s
     training set, at 8-bit activations (where min-max, 100, wins) and 4-bit
     ones (where clipping wins): a fixed guess, or a search that ignores
-    ``act_bits``, fails one of them. Small on purpose: with the reference's
-    own search it takes about a second.
+    ``act_bits``, fails one of them. A choice by top-1 agreement instead of
+    logit MSE is named as such (see :func:`_top1_diagnosis`): on 128 images,
+    several candidates tie for the best agreement. Small on purpose: with the
+    reference's own search it takes about a second.
     """
 
     def test() -> str | None:
@@ -308,6 +361,10 @@ def check_choose_percentile(
                 continue
             case = f"at {act_bits}-bit activations the closest logits come from {best}"
             if isinstance(got, (int, float)) and got in percentiles:
+                if top1 := _top1_diagnosis(
+                    choose_percentile, got, (model, calib, x_check, percentiles, act_bits)
+                ):
+                    return f"{case}; {top1}"
                 worst = percentiles[max(range(len(errors)), key=errors.__getitem__)]
                 if got == worst:
                     return f"{case}; you returned the *worst* percentile, {got}: use the minimum"

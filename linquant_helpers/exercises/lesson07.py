@@ -167,6 +167,16 @@ def _straight_through_problem(
         )
     if first_difference(grad, upstream, atol=1e-6) is None:
         return None
+    saturated = w0.abs() > fq.qmax * fq.scale
+    clipped = torch.where(saturated, torch.zeros_like(upstream), upstream)
+    if saturated.any() and first_difference(grad, clipped, atol=1e-6) is None:
+        return (
+            f"the gradient is 0 on the {int(saturated.sum())} elements where fq saturates "
+            f"(|w| > {fq.qmax} s) and the identity elsewhere: that is the clipped "
+            "straight-through estimator, a real variant (clamp passes its own gradient), "
+            "but this exercise asks for the plain one, the identity everywhere: "
+            "w + (fq(w) - w).detach()"
+        )
     if first_difference(grad, torch.zeros_like(grad)) is None:
         if _reaches_without(out, w, fq.nodes):
             return (
@@ -194,8 +204,10 @@ def check_straight_through(
     ``fq`` is a fake quantizer the check supplies (symmetric, one fixed scale,
     rounding with its true gradient 0). The result must equal ``fq(w)`` and,
     differentiated with a random upstream gradient ``g``, give ``dL/dw = g``
-    exactly, without changing ``w``. Tried on a vector and on a weight matrix
-    with two quantizers, so that hard-coding a quantizer fails. The classic
+    exactly, without changing ``w``. Tried on a vector inside ``fq``'s range and
+    on a weight matrix a third of which saturates, with two quantizers, so that
+    hard-coding a quantizer fails, and a clipped STE (gradient 0 where ``fq``
+    saturates) is told that the exercise asks for the identity. The classic
     mistakes are named: the result cut from the graph, ``fq(w)`` alone (zero
     gradient), a missing ``.detach()`` (found in the autograd graph: a path to
     ``w`` that avoids ``fq``), ``w`` in the forward pass.
@@ -203,8 +215,9 @@ def check_straight_through(
 
     def test() -> str | None:
         gen = torch.Generator().manual_seed(seed + 63)
-        for shape, scale, qmax in (((16,), 0.125, 7), ((6, 10), 0.0625, 3)):
-            w0 = (torch.rand(shape, generator=gen) * 2 - 1) * scale * qmax  # inside the range
+        # the vector inside fq's range; the matrix reaches 1.5 times it, so a third saturates
+        for shape, scale, qmax, reach in (((16,), 0.125, 7, 1.0), ((6, 10), 0.0625, 3, 1.5)):
+            w0 = (torch.rand(shape, generator=gen) * 2 - 1) * scale * qmax * reach
             upstream = torch.randn(shape, generator=gen)
             if problem := _straight_through_problem(
                 straight_through, w0, _Quantizer(scale, qmax), upstream
