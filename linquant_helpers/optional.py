@@ -60,3 +60,25 @@ def quiet_loggers(*names: str) -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
+
+
+TORCH_AO_GONE = (
+    "this PyTorch has no torch.ao.quantization: PyTorch is deleting its eager and FX "
+    "quantization in favour of torchao, so what uses it as an oracle is skipped"
+)
+"""Why a cell or test that needs ``torch.ao.quantization`` does not run."""
+
+
+def torch_ao_missing() -> str | None:
+    """``None`` where ``torch.ao.quantization`` imports; otherwise the reason it cannot run.
+
+    The course uses ``torch.ao.quantization`` (``quantize_dynamic``, its observers)
+    as an oracle, and torchao 0.18's PT2E ``convert_pt2e`` imports it too. A
+    PyTorch that has deleted it gets :data:`TORCH_AO_GONE` and the import error,
+    for a notebook to print and a test to skip with.
+    """
+    try:
+        importlib.import_module("torch.ao.quantization")
+    except ImportError as err:
+        return f"{TORCH_AO_GONE} ({err})"
+    return None

@@ -52,3 +52,43 @@ def test_block_size_check_rejects_swapped_meaning() -> None:
 
     result = ex.check_block_size(n_blocks)
     assert result.status == FAIL and "shape of one block" in result.message
+
+
+def _unguarded(x):
+    blocks = x.reshape(x.shape[0], -1, 32)
+    d = blocks.abs().amax(-1, keepdim=True) / 127
+    return d.squeeze(-1).half(), gb.round_half_away(blocks * (1 / d)).to(torch.int8).reshape(
+        x.shape
+    )
+
+
+def test_a_missing_zero_guard_fails_even_where_nan_casts_to_zero() -> None:
+    # Without the guard the all-zero block's codes are NaN; cast to int8 they are
+    # undefined (0 on x86, by chance), so the codes may look right: the check must
+    # see the NaN reach the cast, not rely on what the cast makes of it.
+    result = ex.check_q8_0_quantize(_unguarded)
+    assert result.status == FAIL and "guard the division by d" in result.message
+
+
+def test_the_nan_watch_sees_a_numpy_cast_too() -> None:
+    def via_numpy(x):
+        scale, _ = _unguarded(x)
+        blocks = x.reshape(x.shape[0], -1, 32)
+        y = blocks * (1 / (blocks.abs().amax(-1, keepdim=True) / 127))
+        codes = torch.from_numpy(gb.round_half_away(y).numpy().astype("int8"))
+        return scale, codes.reshape(x.shape)
+
+    result = ex.check_q8_0_quantize(via_numpy)
+    assert result.status == FAIL and "guard the division by d" in result.message
+
+
+def test_the_nan_watch_allows_a_discarded_infinity() -> None:
+    # torch.where(d == 0, 0, 1 / d) computes 1 / 0 = inf and throws it away: right.
+    watch = ex._NonFiniteToInteger()
+    x = ex._q8_0_input(torch.Generator().manual_seed(3))
+    with watch:
+        sol.q8_0_quantize(x)
+    assert watch.ops == []
+    with watch:
+        _unguarded(x)
+    assert watch.ops and "_to_copy" in watch.ops[0]

@@ -44,6 +44,7 @@ ORDER = (
     "formats",
     "gguf_blocks",
     "runtimes",
+    "pt2e",
     # the exercise checks, then the tools around the notebooks
     "exercises.feedback",
     *(f"exercises.lesson{n:02d}" for n in range(1, 11)),

@@ -1486,7 +1486,14 @@ L10Q = ("lesson10", "check_q8_0_quantize")
 
 
 def _q8_0(
-    *, divisor=127, rounding="away", reduce="absmax", fp16_codes=False, half=True, guard=True
+    *,
+    divisor=127,
+    rounding="away",
+    reduce="absmax",
+    fp16_codes=False,
+    half=True,
+    guard=True,
+    nan_code=99.0,
 ):
     def q8_0_quantize(x):
         blocks = x.reshape(x.shape[0], -1, 32)
@@ -1505,7 +1512,9 @@ def _q8_0(
             q = torch.round(y)
         else:
             q = torch.trunc(y)
-        codes = torch.nan_to_num(q, nan=99.0).clamp(-128, 127).to(torch.int8).reshape(x.shape)
+        if nan_code is not None:  # makes the missing guard visible in the codes
+            q = torch.nan_to_num(q, nan=nan_code)
+        codes = q.clamp(-128, 127).to(torch.int8).reshape(x.shape)
         return (d.squeeze(-1).half() if half else d.squeeze(-1)), codes
 
     return q8_0_quantize
@@ -1519,6 +1528,11 @@ for _fn, _mistake, _expect in [
     (_q8_0(rounding="trunc"), "truncates", "codes differ"),
     (_q8_0(half=False), "float32 scale", "float16"),
     (_q8_0(guard=False), "no guard for an all-zero block", "all-zero block"),
+    (
+        _q8_0(guard=False, nan_code=None),
+        "no guard; the NaN codes cast to int8 (0 on x86, by chance)",
+        "guard the division by d",
+    ),
     (lambda x: (x.abs().amax(-1) / 127).half(), "returns only the scale", "pair"),
     (
         lambda x: _q8_0()(x)[::-1],
@@ -1535,6 +1549,13 @@ for _fn, _mistake, _expect in [
 
 for _fn, _how in [
     (_q8_0(), "floor(|y| + 0.5) with the sign"),
+    (
+        lambda x: (
+            (x.reshape(x.shape[0], -1, 32).abs().amax(-1) / 127).half(),
+            _q8_0(guard=False, nan_code=0.0)(x)[1],
+        ),
+        "1 / d unguarded, then torch.nan_to_num before the cast",
+    ),
     (
         lambda x: (
             (x.view(-1, 32).abs().amax(1) / 127).half().view(x.shape[0], -1),

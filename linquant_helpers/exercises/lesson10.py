@@ -8,9 +8,11 @@ that each typical mistake gives a different answer, which the check names.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..gguf_blocks import BLOCK_SIZE, quantize_q8_0
 from ..runtimes import torchao_block_size
@@ -65,6 +67,41 @@ def _q8_0_mistakes(x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tenso
     }
 
 
+class _NonFiniteToInteger(TorchDispatchMode):
+    """Records each op that turns a NaN or an infinity into an integer tensor.
+
+    Casting NaN or inf to an integer type is undefined behaviour in C (and in
+    PyTorch's kernels): on x86 a NaN code happens to come out 0, which is what an
+    all-zero Q8_0 block must give, so the output alone cannot tell an answer that
+    guards ``1 / d`` from one that does not. The ops' inputs can: a guarded answer
+    never hands a non-finite float to a cast (``torch.where`` may compute ``1 / 0``
+    and then discard it; that is fine).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        out = func(*args, **(kwargs or {}))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        to_integer = any(
+            isinstance(o, torch.Tensor)
+            and not o.dtype.is_floating_point
+            and o.dtype != torch.bool
+            and not o.dtype.is_complex
+            for o in outs
+        )
+        if to_integer and any(
+            isinstance(a, torch.Tensor)
+            and a.dtype.is_floating_point
+            and not torch.isfinite(a).all()
+            for a in (*args, *(kwargs or {}).values())
+        ):
+            self.ops.append(str(func))
+        return out
+
+
 def _round_half_away(y: torch.Tensor) -> torch.Tensor:
     return torch.sign(y) * torch.floor(y.abs() + 0.5)
 
@@ -84,7 +121,12 @@ def check_q8_0_quantize(
         gen = torch.Generator().manual_seed(seed + 100)
         for _ in range(3):
             x = _q8_0_input(gen)
-            got = call(q8_0_quantize, x.clone())
+            watch = _NonFiniteToInteger()
+            with watch, warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                got = call(q8_0_quantize, x.clone())
+            # the same cast in NumPy (.numpy().astype(np.int8)) warns instead
+            watch.ops += [str(w.message) for w in caught if "invalid value" in str(w.message)]
             if not isinstance(got, tuple) or len(got) != 2:
                 return "return a pair (scale, codes)"
             scale, codes = got
@@ -103,6 +145,12 @@ def check_q8_0_quantize(
                 return f"GGUF stores the scale as float16: return scale.half(), got {scale.dtype}"
             if torch.isnan(scale).any() or codes[0, 2 * BLOCK_SIZE : 3 * BLOCK_SIZE].any():
                 return "an all-zero block must give d = 0 and codes 0 (guard the division by d)"
+            if watch.ops:
+                return (
+                    "an all-zero block must give d = 0 and codes 0 (guard the division by d): "
+                    f"your code cast NaN or inf to an integer ({watch.ops[0]}), whose result "
+                    "C leaves undefined; use torch.where(d == 0, 0, 1 / d) before the rounding"
+                )
             if torch.equal(scale, expected_scale) and torch.equal(codes, expected_codes):
                 continue
             for message, (d, q) in _q8_0_mistakes(x).items():
