@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from .granularity import Granularity
-from .validation import check_float_tensor
+from .validation import check_finite, check_float_tensor, check_int_tensor
 
 NF4_OFFSET = 1 - 0.5 * (1 / 30 + 1 / 32)
 """QLoRA's outermost probability, ``(1 - 1/(2*15) + 1 - 1/(2*16)) / 2`` (about 0.9677):
@@ -79,22 +79,34 @@ def quantize_to_codebook(
     """Indices into ``codebook`` and one absmax scale per group of ``group_size`` (last dim).
 
     ``s = max|x_group| / max|codebook|`` (an all-zero group gets ``s = 1``),
-    ``i = argmin_k |x / s - codebook_k|`` (the lower index on a tie). Returns
-    ``(indices, scale)``: uint8 indices of ``x``'s shape and a float32 scale of
-    shape ``x.shape[:-1] + (x.shape[-1] // group_size,)``, as ``choose_qparams``
-    gives per group. Raises ``TypeError``/``ValueError`` for a bad ``x``,
+    ``i = argmin_k |x / s - codebook_k|``. In 1-D the nearest level is found
+    between midpoints: with the levels sorted, ``c_(0) <= .. <= c_(K-1)``, a value
+    ``v`` goes to ``c_(m)`` where ``(c_(m-1) + c_(m)) / 2 < v <= (c_(m) + c_(m+1)) / 2``
+    (:func:`torch.searchsorted`), so a value exactly at a midpoint takes the
+    *lower* level, and of equal levels the one first in ``codebook``. No
+    ``(..., K)`` table of distances: besides ``x`` itself, the memory is a float64
+    copy of ``x`` and the indices. Returns ``(indices, scale)``: uint8 indices of
+    ``x``'s shape and a float32 scale of shape ``x.shape[:-1] + (x.shape[-1] //
+    group_size,)``, as ``choose_qparams`` gives per group. Raises
+    ``TypeError``/``ValueError`` for a bad ``x`` (NaN or infinity included),
     ``codebook`` or ``group_size``.
     """
     x = check_float_tensor(x)
-    c = _check_codebook(codebook)
+    c = _check_codebook(codebook).to(x.device)
     g = Granularity.of(x.shape, None, group_size)
-    xg = g.grouped(x).double()
-    absmax = xg.abs().amax(dim=-1)
+    check_finite(x, "x")
+    v = g.grouped(x).to(torch.float64, copy=True)
+    absmax = v.abs().amax(dim=-1, keepdim=True)
     scale = torch.where(absmax > 0, absmax / c.abs().max(), 1.0).float()
-    # (..., groups, g, 1) against (K,): the distance of every value to every level.
-    distance = (xg / scale.double().unsqueeze(-1)).unsqueeze(-1) - c.to(x.device)
-    indices = distance.abs().argmin(dim=-1)
-    return indices.reshape(x.shape).to(torch.uint8), scale
+    v.div_(scale.double())  # in place: the only float64 copy of x
+    levels, order = torch.sort(c, stable=True)
+    new = torch.ones_like(levels, dtype=torch.bool)
+    new[1:] = levels[1:] != levels[:-1]  # equal levels (0 and -0): all map to the first one
+    order = order[new.nonzero().squeeze(1)][new.cumsum(0) - 1]
+    position = torch.searchsorted((levels[1:] + levels[:-1]) / 2, v, out_int32=True)
+    del v
+    indices = order.to(torch.uint8)[position]
+    return indices.reshape(x.shape), scale.squeeze(-1)
 
 
 def dequantize_codebook(
@@ -102,12 +114,18 @@ def dequantize_codebook(
 ) -> torch.Tensor:
     """``w_hat = scale * codebook[indices]``, per group of ``group_size``; float32.
 
-    The inverse of :func:`quantize_to_codebook`. Raises ``ValueError`` for
-    indices beyond the codebook or a scale of the wrong shape.
+    The inverse of :func:`quantize_to_codebook`. Raises ``TypeError`` for
+    indices that are not integers, ``ValueError`` for indices outside
+    ``[0, K - 1]`` (a negative index would wrap to the last levels) or a scale
+    of the wrong shape.
     """
     c = _check_codebook(codebook)
-    if indices.is_floating_point() or indices.numel() and int(indices.max()) >= c.numel():
-        raise ValueError(f"indices must be integers in [0, {c.numel() - 1}]")
+    indices = check_int_tensor(indices, "indices")
+    if indices.numel():
+        low, high = int(indices.min()), int(indices.max())
+        if low < 0 or high >= c.numel():
+            bad = low if low < 0 else high
+            raise ValueError(f"indices must be integers in [0, {c.numel() - 1}], got {bad}")
     g = Granularity.of(indices.shape, None, group_size)
     s = g.broadcastable(scale, "scale").double()
     values = c.to(indices.device)[indices.long()]
@@ -142,6 +160,7 @@ def kmeans_codebook(
         raise ValueError(f"k must be an int in [2, min(256, n = {rows.shape[1]})], got {k!r}")
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ValueError(f"iters must be a positive int, got {iters!r}")
+    check_finite(rows, "rows")
     w = rows.detach().double()
     q = (2 * torch.arange(k, dtype=torch.float64, device=w.device) + 1) / (2 * k)
     centroids = torch.quantile(w, q, dim=1).T.contiguous()  # (R, k)

@@ -34,15 +34,16 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .affine import choose_qparams, dequantize, qrange
+from .affine import choose_qparams, code_dtype, dequantize, qrange
 from .granularity import Granularity
-from .validation import check_bits, check_float_tensor
+from .validation import check_bits, check_finite, check_float_tensor
 
 
 class GPTQResult(NamedTuple):
     """What :func:`gptq_quantize` returns.
 
-    ``codes`` ``(out, in)`` int8, in the weight's own column order; ``scale``
+    ``codes`` ``(out, in)`` in the weight's own column order, int8 up to 8 bits
+    and int16 above (:func:`~linquant_helpers.affine.code_dtype`); ``scale``
     (float32) and ``zero_point`` (int32) of shape ``(out,)`` per channel or
     ``(out, in // g)`` per group; ``weight = dequantize(codes, scale, zero_point)``,
     float32, the weight a quantized layer computes with.
@@ -60,11 +61,12 @@ def hessian(x: torch.Tensor) -> torch.Tensor:
     The Hessian of ``|W X^T - W_hat X^T|^2 / n`` with respect to each row of
     ``W_hat``. Its rank is at most ``n``: with fewer rows than features it is
     singular, which is what damping (:func:`gptq_quantize`'s ``damp``) is for.
-    Raises ``ValueError`` for a 0-d or empty ``x``.
+    Raises ``ValueError`` for a 0-d or empty ``x``, or one holding NaN or infinity.
     """
     x = check_float_tensor(x)
     if x.ndim == 0 or x.numel() == 0:
         raise ValueError(f"x must be (..., in) with at least one row, got shape {tuple(x.shape)}")
+    check_finite(x, "x")
     rows = x.detach().reshape(-1, x.shape[-1]).double()
     return 2.0 * rows.T @ rows / rows.shape[0]
 
@@ -136,12 +138,15 @@ def gptq_quantize(
     group like any other per-group weight. All arithmetic in float64.
 
     Raises ``ValueError`` for a weight that is not 2-D, an ``h`` that is not
-    ``(in, in)``, a bad ``bits``/``group_size``, ``damp < 0``, ``block_size < 1``,
-    and when ``H`` is not positive definite (raise ``damp``).
+    ``(in, in)``, NaN or infinity in either, a bad ``bits``/``group_size``,
+    ``damp < 0``, ``block_size < 1``, and when ``H`` is not positive definite
+    (raise ``damp``).
     """
     weight = check_float_tensor(weight, "weight")
     check_bits(bits)
     _check_settings(weight, h, group_size, damp, block_size)
+    check_finite(weight, "weight")
+    check_finite(h, "h")
     out, n = weight.shape
     w = weight.detach().double().clone()
     h = h.detach().double().clone().to(w.device)
@@ -172,7 +177,7 @@ def gptq_quantize(
         ) from None
     if group_size and not act_order:  # a block holds whole groups: each group is rounded in one
         block_size = group_size * max(1, block_size // group_size)
-    codes = torch.empty(out, n, dtype=torch.int8, device=w.device)
+    codes = torch.empty(out, n, dtype=code_dtype(bits, signed=True), device=w.device)
     columns, diag = order.tolist(), u.diagonal().tolist()  # Python numbers: no tensor per step
     group_of = [col // group_size if group_size else None for col in columns]
     qparams = _column_qparams(scale, zero_point) if group_size is None else None
@@ -189,7 +194,7 @@ def gptq_quantize(
                 scale[:, g], zero_point[:, g] = s, z
             if g is not None and g != current:
                 qparams, current = _column_qparams(scale[:, g], zero_point[:, g]), g
-            codes[:, j], w_hat = _round_column(block[:, i], qparams, qmin, qmax)
+            codes[:, j], w_hat = _round_column(block[:, i], qparams, qmin, qmax, codes.dtype)
             errors[:, i] = err = (block[:, i] - w_hat) / diag[j]
             block[:, i:].addr_(err, u[j, j:b1], alpha=-1)  # this block, now: w -= e_j U_j
         w[:, b1:] -= errors @ u[b0:b1, b1:]  # the later blocks, in one matmul (lazy batch)
@@ -204,7 +209,11 @@ def _column_qparams(scale: torch.Tensor, zero_point: torch.Tensor) -> tuple[torc
 
 
 def _round_column(
-    col: torch.Tensor, qparams: tuple[torch.Tensor, ...], qmin: int, qmax: int
+    col: torch.Tensor,
+    qparams: tuple[torch.Tensor, ...],
+    qmin: int,
+    qmax: int,
+    dtype: torch.dtype = torch.int8,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The core's ``quantize`` and ``dequantize`` of one float64 column, per row, without checks.
 
@@ -214,12 +223,12 @@ def _round_column(
     float64 input (``qparams`` from :func:`_column_qparams`). GPTQ rounds one
     column at a time, thousands of them; the core's checks of every call cost ten
     times the arithmetic, and ``choose_qparams`` made these qparams valid.
-    ``tests/test_gptq.py`` proves the two bit-identical. Returns the int8 codes
-    and ``w_hat`` in float64.
+    ``tests/test_gptq.py`` proves the two bit-identical. Returns the codes in
+    ``dtype`` (int8, or int16 above 8 bits) and ``w_hat`` in float64.
     """
     inv_scale, zero_point, scale, zero_point_f = qparams
     q = torch.clamp(torch.round(col * inv_scale + zero_point), qmin, qmax)
-    return q.to(torch.int8), ((q.float() - zero_point_f) * scale).double()
+    return q.to(dtype), ((q.float() - zero_point_f) * scale).double()
 
 
 def layer_inputs(
@@ -233,22 +242,26 @@ def layer_inputs(
     ``model(dict(features))`` runs once with forward pre-hooks; a layer's input
     ``(batch, seq, in)`` keeps the tokens where ``mask`` ``(batch, seq)`` is
     nonzero (padding carries no text), all of them when ``mask`` is ``None``;
-    an input of another shape (a pooler's ``(batch, in)``) is kept whole.
-    Returns float64 ``(tokens, in)`` per name (the model's own dtype, upcast).
-    Raises ``ValueError`` for a name that is not an ``nn.Linear`` of ``model``.
+    an input of another shape (a pooler's ``(batch, in)``) is kept whole. A
+    layer called more than once in the forward pass (a shared layer) gets the
+    rows of every call, in call order. Returns float64 ``(tokens, in)`` per name
+    (the model's own dtype, upcast). Raises ``ValueError`` for a name that is
+    not an ``nn.Linear`` of ``model``, and for a layer the forward pass never
+    called (it has no input to calibrate on).
     """
     modules = dict(model.named_modules())
+    names = list(dict.fromkeys(names))  # a name given twice is hooked once
     bad = [name for name in names if not isinstance(modules.get(name), nn.Linear)]
     if bad:
         raise ValueError(f"names must name nn.Linear layers of model; not: {bad[:3]}")
-    captured: dict[str, torch.Tensor] = {}
+    captured: dict[str, list[torch.Tensor]] = {name: [] for name in names}
 
     def hook(name: str):
         def keep(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             x = args[0].detach()
             if mask is not None and x.shape[:-1] == mask.shape:  # (batch, seq, in): drop padding
                 x = x[mask.to(torch.bool)]
-            captured[name] = x.reshape(-1, x.shape[-1]).double()
+            captured[name].append(x.reshape(-1, x.shape[-1]).double())
 
         return keep
 
@@ -259,7 +272,15 @@ def layer_inputs(
     finally:
         for handle in handles:
             handle.remove()
-    return captured
+    missing = [name for name, calls in captured.items() if not calls]
+    if missing:
+        raise ValueError(
+            f"names: the forward pass never called {missing[:3]}; they have no input to "
+            "calibrate on (leave them out, or pass features that reach them)"
+        )
+    return {
+        name: calls[0] if len(calls) == 1 else torch.cat(calls) for name, calls in captured.items()
+    }
 
 
 def gptq_quantize_model(

@@ -132,6 +132,39 @@ def test_kmeans_beats_absmax_int4_on_a_row() -> None:
             ValueError,
             "indices",
         ),
+        (
+            lambda: dequantize_codebook(
+                torch.tensor([-1]), torch.ones(1), nf4_grid(), group_size=1
+            ),
+            ValueError,
+            "indices must be integers in \\[0, 15\\], got -1",
+        ),
+        (
+            lambda: dequantize_codebook(
+                torch.tensor([0.0]), torch.ones(1), nf4_grid(), group_size=1
+            ),
+            TypeError,
+            "indices",
+        ),
+        (
+            lambda: quantize_to_codebook(
+                torch.tensor([1.0, float("nan")]), nf4_grid(), group_size=2
+            ),
+            ValueError,
+            "x must be finite, but it contains NaN",
+        ),
+        (
+            lambda: quantize_to_codebook(
+                torch.tensor([1.0, -float("inf")]), nf4_grid(), group_size=2
+            ),
+            ValueError,
+            "x must be finite, but it contains infinity",
+        ),
+        (
+            lambda: kmeans_codebook(torch.tensor([[1.0, 2.0, float("nan"), 0.0]]), 2),
+            ValueError,
+            "rows must be finite",
+        ),
         (lambda: kmeans_codebook(torch.ones(8), 4), ValueError, "rows must be 2-D"),
         (lambda: kmeans_codebook(torch.ones(2, 8), 9), ValueError, "k must be"),
         (lambda: kmeans_codebook(torch.ones(2, 8), 4, iters=0), ValueError, "iters"),
@@ -140,3 +173,41 @@ def test_kmeans_beats_absmax_int4_on_a_row() -> None:
 def test_errors_name_the_argument(call, error, match) -> None:
     with pytest.raises(error, match=match):
         call()
+
+
+def test_codebook_ties_take_the_lower_level_and_equal_levels_the_first() -> None:
+    # 0.25 is the midpoint of FP4's 0 and 0.5, -0.25 of -0.5 and 0: the lower level wins.
+    x = torch.tensor([6.0, 0.25, -0.25, 0.0, -0.0, 1.25, -1.25, -6.0])
+    idx, _ = quantize_to_codebook(x, fp4_e2m1_grid(), group_size=8)
+    assert idx.tolist() == [7, 0, 9, 0, 0, 2, 11, 15]  # 0 and -0 (codes 0, 8): code 0
+    # An unsorted codebook with a repeated level: indices point into it as given.
+    c = torch.tensor([1.0, -1.0, 0.0, 0.5, 0.0])
+    idx, _ = quantize_to_codebook(torch.tensor([0.1, 0.75, -0.6, 0.25, 1.0, -0.5]), c, group_size=6)
+    assert idx.tolist() == [2, 3, 1, 2, 0, 1]
+
+
+@pytest.mark.parametrize("levels", [16, 256])
+def test_codebook_memory_stays_a_few_times_the_input(levels) -> None:
+    """Peak RSS of a fresh process, minus its baseline: the (..., K) distance table is gone.
+
+    A 1024 x 2048 float32 weight is 8 MiB; the old search peaked at about 70x it with
+    16 levels and 1000x with 256. Allowed: 8x (a float64 copy and int32 positions are 4x).
+    """
+    script = f"""
+import resource, torch
+from linquant_helpers.formats import quantize_to_codebook
+torch.set_num_threads(1)
+x = torch.randn(1024, 2048, generator=torch.Generator().manual_seed(0))
+c = torch.linspace(-1, 1, {levels}, dtype=torch.float64)
+quantize_to_codebook(x[:64, :64], c, group_size=64)  # warm-up: libraries, small buffers
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+quantize_to_codebook(x, c, group_size=64)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024 / (x.numel() * 4))
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert float(done.stdout) <= 8.0

@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linquant_helpers import choose_qparams, dequantize, fake_quantize, quantize
-from linquant_helpers.gptq import _column_qparams, _round_column, gptq_quantize, hessian
+from linquant_helpers.gptq import (
+    _column_qparams,
+    _round_column,
+    gptq_quantize,
+    gptq_quantize_model,
+    hessian,
+    layer_inputs,
+)
 
 
 def _inputs(seed: int, out: int, n_in: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,3 +210,67 @@ def test_round_column_is_the_cores_quantize_and_dequantize(bits, symmetric) -> N
         q, w_hat = _round_column(col, _column_qparams(scale, zp), qmin, qmax)
         assert torch.equal(q, q_core)
         assert torch.equal(w_hat, dequantize(q_core, scale, zp, axis=0).double())
+
+
+@pytest.mark.parametrize("bits", [9, 12, 16])
+def test_codes_above_8_bits_do_not_wrap(bits) -> None:
+    """Above 8 bits the codes need int16: stored as int8 they wrapped (error 70 at 12 bits)."""
+    w, x = _inputs(3, out=4, n_in=16, tokens=64)
+    at_8 = _output_error(w, gptq_quantize(w, hessian(x), 8).weight, x)
+    got = gptq_quantize(w, hessian(x), bits)
+    assert got.codes.dtype == torch.int16
+    scale = got.scale.double().unsqueeze(1)
+    assert got.codes.abs().max() == 2 ** (bits - 1) - 1  # the absmax weight gets the top code
+    assert torch.equal(got.weight, dequantize(got.codes, got.scale, got.zero_point, axis=0))
+    assert (got.weight.double() - w).abs().max() < scale.max()  # within a few steps, no wrap
+    assert _output_error(w, got.weight, x) < at_8
+
+
+def test_model_codes_above_8_bits_do_not_wrap() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8)).double()
+    _, x = _inputs(4, out=1, n_in=16, tokens=64)
+    out = gptq_quantize_model(model, {"0": x}, 12)
+    assert (out[0].weight - model[0].weight).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_and_inf_are_named_not_blamed_on_damping(bad) -> None:
+    w, x = _inputs(0, out=2, n_in=8, tokens=16)
+    x_bad = x.clone()
+    x_bad[3, 2] = bad
+    with pytest.raises(ValueError, match="x must be finite"):
+        hessian(x_bad)
+    h_bad = hessian(x).clone()
+    h_bad[1, 1] = bad
+    with pytest.raises(ValueError, match="h must be finite"):
+        gptq_quantize(w, h_bad)
+    w_bad = w.clone()
+    w_bad[0, 0] = bad
+    with pytest.raises(ValueError, match="weight must be finite"):
+        gptq_quantize(w_bad, hessian(x))
+
+
+class _Twice(torch.nn.Module):
+    """A layer applied twice (shared), and one never called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared, self.unused = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+
+    def forward(self, features):
+        return self.shared(self.shared(features["x"]))
+
+
+def test_layer_inputs_keeps_every_call_and_names_a_layer_never_called() -> None:
+    torch.manual_seed(0)
+    model = _Twice().double()
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    got = layer_inputs(model, {"x": x}, ["shared"])["shared"]
+    with torch.no_grad():
+        expected = torch.cat([x.reshape(-1, 4), model.shared(x).reshape(-1, 4)])
+    assert torch.equal(got, expected)  # both calls, in order: 12 rows, not the last 6
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert layer_inputs(model, {"x": x}, ["shared"], mask)["shared"].shape == (6, 4)
+    with pytest.raises(ValueError, match="never called \\['unused'\\]"):
+        layer_inputs(model, {"x": x}, ["shared", "unused"])
