@@ -93,6 +93,7 @@ from .formats import (
     fake_quantize_codebook,
     fp4_e2m1_grid,
     kmeans_codebook,
+    kmeans_error,
     nf4_grid,
     quantize_to_codebook,
 )
