@@ -101,6 +101,7 @@ from .gptq import (
     GPTQResult,
     gptq_quantize,
     gptq_quantize_model,
+    gptq_quantize_model_sequential,
     hessian,
     layer_inputs,
     obq_update,

@@ -13,6 +13,7 @@ from linquant_helpers.gptq import (
     _round_column,
     gptq_quantize,
     gptq_quantize_model,
+    gptq_quantize_model_sequential,
     hessian,
     layer_inputs,
 )
@@ -274,3 +275,85 @@ def test_layer_inputs_keeps_every_call_and_names_a_layer_never_called() -> None:
     assert layer_inputs(model, {"x": x}, ["shared"], mask)["shared"].shape == (6, 4)
     with pytest.raises(ValueError, match="never called \\['unused'\\]"):
         layer_inputs(model, {"x": x}, ["shared", "unused"])
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"group_size": 4, "block_size": 8},
+        {"group_size": 4, "act_order": True, "damp": 0.1},
+        {"act_order": True, "symmetric": False},
+        {"scales": "mse", "group_size": 8},
+        {"scales": "mse", "act_order": True},
+    ],
+)
+def test_layers_of_one_shape_together_equal_one_call_each(settings) -> None:
+    pairs = [_inputs(seed, out=5, n_in=16, tokens=40) for seed in (11, 12, 13)]
+    w = torch.stack([p[0] for p in pairs])
+    h = torch.stack([hessian(p[1]) for p in pairs])
+    together = gptq_quantize(w, h, 3, **settings)
+    for k in range(3):
+        alone = gptq_quantize(w[k], h[k], 3, **settings)
+        for got, expected in zip(together, alone, strict=True):
+            assert torch.equal(got[k], expected)
+
+
+def test_mse_scales_are_the_weights_and_gptq_beats_rtn_on_them() -> None:
+    from linquant_helpers.weights import mse_weight_scale
+
+    w, x = _inputs(21, out=6, n_in=32, tokens=96)
+    got = gptq_quantize(w, hessian(x), 3, scales="mse")
+    scale = mse_weight_scale(w, 3, axis=0)
+    assert torch.equal(got.scale, scale) and torch.all(got.zero_point == 0)
+    assert torch.all(scale < choose_qparams(w, 3, symmetric=True, narrow=True, axis=0)[0])
+    rtn = fake_quantize(w, scale, 0, 3, narrow=True, axis=0)
+    assert _output_error(w, got.weight, x) < _output_error(w, rtn, x)
+    with pytest.raises(ValueError, match="scales must be one of"):
+        gptq_quantize(w, hessian(x), 3, scales="percentile")
+    with pytest.raises(ValueError, match="symmetric=True"):
+        gptq_quantize(w, hessian(x), 3, scales="mse", symmetric=False)
+
+
+def _two_layers() -> torch.nn.Module:
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = (torch.nn.Linear(8, 8) for _ in range(3))
+
+        def forward(self, features):
+            return self.c(torch.tanh(self.b(torch.tanh(self.a(features["x"])))))
+
+    return Net().double()
+
+
+def test_model_quantizes_each_layer_as_its_own_call() -> None:
+    model = _two_layers()
+    x = {
+        "x": torch.randn(3, 20, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    }
+    inputs = layer_inputs(model, x, ["a", "b", "c"])
+    got = gptq_quantize_model(model, inputs, 3, act_order=True)
+    for name in "abc":
+        alone = gptq_quantize(getattr(model, name).weight, hessian(inputs[name]), 3, act_order=True)
+        assert torch.equal(getattr(got, name).weight, alone.weight.double())
+
+
+def test_sequential_calibrates_each_stage_on_the_quantized_stages_before_it() -> None:
+    model = _two_layers()
+    x = {
+        "x": torch.randn(3, 20, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    }
+    got = gptq_quantize_model_sequential(model, x, [["a"], ["b", "c"]], 3)
+    first = gptq_quantize_model(model, layer_inputs(model, x, ["a"]), 3)  # stage 1: float inputs
+    assert torch.equal(got.a.weight, first.a.weight)
+    inputs = layer_inputs(first, x, ["b", "c"])  # stage 2: a quantized, b not yet
+    for name in "bc":
+        alone = gptq_quantize(getattr(model, name).weight, hessian(inputs[name]), 3)
+        assert torch.equal(getattr(got, name).weight, alone.weight.double())
+    float_inputs = gptq_quantize_model(model, layer_inputs(model, x, ["a", "b", "c"]), 3)
+    assert not torch.equal(got.b.weight, float_inputs.b.weight)  # the inputs did change
+    with pytest.raises(ValueError, match="each layer once"):
+        gptq_quantize_model_sequential(model, x, [["a"], ["a"]], 3)
