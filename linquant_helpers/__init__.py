@@ -95,6 +95,7 @@ from .formats import (
     fake_quantize_codebook,
     fp4_e2m1_grid,
     kmeans_codebook,
+    kmeans_error,
     nf4_grid,
     quantize_to_codebook,
 )
@@ -102,6 +103,7 @@ from .gptq import (
     GPTQResult,
     gptq_quantize,
     gptq_quantize_model,
+    gptq_quantize_model_sequential,
     hessian,
     layer_inputs,
     obq_update,

@@ -31,7 +31,7 @@ from torch import nn
 
 from .affine import EPS, choose_qparams, fake_quantize
 from .granularity import Granularity
-from .validation import check_bits, check_float_tensor
+from .validation import check_bits, check_finite, check_float_tensor
 
 ALPHAS = tuple(i / 20 for i in range(21))
 """The default grid of exponents: 0, 0.05, .., 1 (AWQ's own grid has 20 steps)."""
@@ -54,11 +54,13 @@ def awq_scales(act_mean_abs: torch.Tensor, alpha: float) -> torch.Tensor:
     centres ``s`` on 1 (geometric mean of its extremes) and changes nothing else:
     a common factor of all columns cancels in every per-channel or per-group
     absmax scale. ``alpha = 0`` gives ``s = 1``: plain round-to-nearest.
-    Raises ``ValueError`` for ``alpha`` outside ``[0, 1]`` or a non-1-D ``act_mean_abs``.
+    Raises ``ValueError`` for ``alpha`` outside ``[0, 1]``, a non-1-D ``act_mean_abs``,
+    or one holding NaN or infinity.
     """
     act_mean_abs = check_float_tensor(act_mean_abs, "act_mean_abs")
     if act_mean_abs.ndim != 1:
         raise ValueError(f"act_mean_abs must be 1-D (in,), got shape {tuple(act_mean_abs.shape)}")
+    check_finite(act_mean_abs, "act_mean_abs")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
     s = act_mean_abs.double().clamp(min=EPS) ** alpha
@@ -87,8 +89,9 @@ def awq_search(
     or per group, and the error ``mean((x W^T - x W_hat^T)^2)``, all in float64.
     Returns the ``alpha`` with the smallest error (the first on a tie) as
     :class:`AWQResult`. With ``0`` in ``alphas`` the result is never worse than
-    round-to-nearest on ``x``. Raises ``ValueError`` for mismatched shapes, an
-    empty or out-of-range ``alphas``, or a bad ``bits``/``group_size``.
+    round-to-nearest on ``x``. Raises ``ValueError`` for mismatched shapes, NaN or
+    infinity in ``weight`` or ``x``, an empty or out-of-range ``alphas``, or a bad
+    ``bits``/``group_size``.
     """
     weight, x = check_float_tensor(weight, "weight"), check_float_tensor(x, "x")
     check_bits(bits)
@@ -98,6 +101,8 @@ def awq_search(
             f"and {tuple(x.shape)}"
         )
     Granularity.of(weight.shape, None, group_size)
+    check_finite(weight, "weight")
+    check_finite(x, "x")
     if len(alphas) == 0:
         raise ValueError("alphas must hold at least one exponent in [0, 1]")
     w, x = weight.detach().double(), x.detach().double()
@@ -127,14 +132,34 @@ def awq_quantize_model(
     share an input share one ``s`` (their weights are searched stacked as one
     ``(sum out, in)`` weight), as they must for ``diag(s)^-1`` to fold into the
     op before them. ``settings`` go to :func:`awq_search`. Returns the copy and
-    the ``alpha`` chosen for each key; ``model`` is not modified.
+    the ``alpha`` chosen for each key; ``model`` is not modified. Raises
+    ``ValueError`` for a name that is not an ``nn.Linear`` of ``model``, and for
+    layers grouped under one key whose input widths differ from each other or
+    from their ``x``.
     """
     quantized = copy.deepcopy(model)
     modules = dict(quantized.named_modules())
     chosen = {}
     for key, x in inputs.items():
         names = (key,) if isinstance(key, str) else tuple(key)
-        layers = [modules[name] for name in names]
+        layers = [modules.get(name) for name in names]
+        bad = [
+            name
+            for name, layer in zip(names, layers, strict=True)
+            if not isinstance(layer, nn.Linear)
+        ]
+        if bad or not names:
+            raise ValueError(
+                f"inputs: key {key!r} must name nn.Linear layers of model; not: {bad[:3]}"
+            )
+        widths = {name: layer.in_features for name, layer in zip(names, layers, strict=True)}
+        width_x = x.shape[-1] if isinstance(x, torch.Tensor) and x.ndim else None
+        if len(set(widths.values())) > 1 or width_x not in widths.values():
+            raise ValueError(
+                f"inputs: the layers under key {key!r} share one input, so they need one width "
+                f"equal to x's; got in_features {widths} and x of shape "
+                f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+            )
         stacked = torch.cat([layer.weight.detach() for layer in layers])
         result = awq_search(stacked, x, bits, **settings)
         rows = torch.split(result.weight, [layer.out_features for layer in layers])

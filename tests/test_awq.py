@@ -85,3 +85,31 @@ def test_errors_name_the_argument(call, match) -> None:
     w, x = _layer(0)
     with pytest.raises(ValueError, match=match):
         call(w, x)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_and_inf_are_named(bad) -> None:
+    w, x = _layer(0)
+    m = x.abs().mean(0)
+    m[4] = bad
+    with pytest.raises(ValueError, match="act_mean_abs must be finite"):
+        awq_scales(m, 0.5)
+    x_bad = x.clone()
+    x_bad[1, 1] = bad
+    with pytest.raises(ValueError, match="x must be finite"):
+        awq_search(w, x_bad)
+    w_bad = w.clone()
+    w_bad[1, 1] = bad
+    with pytest.raises(ValueError, match="weight must be finite"):
+        awq_search(w_bad, x)
+
+
+def test_shared_input_layers_of_different_widths_are_refused() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.Linear(12, 4)).double()
+    _, x = _layer(1, n_in=16)
+    with pytest.raises(ValueError, match="in_features \\{'0': 16, '1': 12\\}"):
+        awq_quantize_model(model, {("0", "1"): x}, 4)
+    with pytest.raises(ValueError, match="x of shape \\(64, 16\\)"):
+        awq_quantize_model(model, {"1": x}, 4)
+    with pytest.raises(ValueError, match="nn.Linear"):
+        awq_quantize_model(model, {("0", "2"): x}, 4)

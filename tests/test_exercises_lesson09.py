@@ -36,3 +36,17 @@ def test_obq_check_does_not_trust_inputs_the_answer_may_change() -> None:
         return out
 
     assert ex.check_obq_update(in_place).status == PASS
+
+
+def test_gptq_columns_solution_by_hand() -> None:
+    # U = [[2, 1], [0, 1]]: column 0 rounds 1.4 -> 1, e = 0.4 / 2, column 1 moves by -0.2.
+    w, u = torch.tensor([[1.4, 0.6]], dtype=torch.float64), torch.tensor([[2.0, 1.0], [0.0, 1.0]])
+    got = sol.gptq_columns(w, u.double(), torch.round)
+    assert got.tolist() == [[1.0, 0.0]]  # 0.6 - 0.2 = 0.4 rounds to 0; alone, 0.6 rounds to 1
+    assert w.tolist() == [[1.4, 0.6]]  # the input is not modified
+
+
+def test_gptq_columns_check_passes_the_solution_and_names_no_feedback() -> None:
+    assert ex.check_gptq_columns(sol.gptq_columns).status == PASS
+    result = ex.check_gptq_columns(lambda w, u, rtn: rtn(w))
+    assert result.status != PASS and "absorb its error" in result.message

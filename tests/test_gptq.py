@@ -8,7 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linquant_helpers import choose_qparams, dequantize, fake_quantize, quantize
-from linquant_helpers.gptq import _column_qparams, _round_column, gptq_quantize, hessian
+from linquant_helpers.gptq import (
+    _column_qparams,
+    _round_column,
+    gptq_quantize,
+    gptq_quantize_model,
+    gptq_quantize_model_sequential,
+    hessian,
+    layer_inputs,
+)
 
 
 def _inputs(seed: int, out: int, n_in: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,3 +211,149 @@ def test_round_column_is_the_cores_quantize_and_dequantize(bits, symmetric) -> N
         q, w_hat = _round_column(col, _column_qparams(scale, zp), qmin, qmax)
         assert torch.equal(q, q_core)
         assert torch.equal(w_hat, dequantize(q_core, scale, zp, axis=0).double())
+
+
+@pytest.mark.parametrize("bits", [9, 12, 16])
+def test_codes_above_8_bits_do_not_wrap(bits) -> None:
+    """Above 8 bits the codes need int16: stored as int8 they wrapped (error 70 at 12 bits)."""
+    w, x = _inputs(3, out=4, n_in=16, tokens=64)
+    at_8 = _output_error(w, gptq_quantize(w, hessian(x), 8).weight, x)
+    got = gptq_quantize(w, hessian(x), bits)
+    assert got.codes.dtype == torch.int16
+    scale = got.scale.double().unsqueeze(1)
+    assert got.codes.abs().max() == 2 ** (bits - 1) - 1  # the absmax weight gets the top code
+    assert torch.equal(got.weight, dequantize(got.codes, got.scale, got.zero_point, axis=0))
+    assert (got.weight.double() - w).abs().max() < scale.max()  # within a few steps, no wrap
+    assert _output_error(w, got.weight, x) < at_8
+
+
+def test_model_codes_above_8_bits_do_not_wrap() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8)).double()
+    _, x = _inputs(4, out=1, n_in=16, tokens=64)
+    out = gptq_quantize_model(model, {"0": x}, 12)
+    assert (out[0].weight - model[0].weight).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_and_inf_are_named_not_blamed_on_damping(bad) -> None:
+    w, x = _inputs(0, out=2, n_in=8, tokens=16)
+    x_bad = x.clone()
+    x_bad[3, 2] = bad
+    with pytest.raises(ValueError, match="x must be finite"):
+        hessian(x_bad)
+    h_bad = hessian(x).clone()
+    h_bad[1, 1] = bad
+    with pytest.raises(ValueError, match="h must be finite"):
+        gptq_quantize(w, h_bad)
+    w_bad = w.clone()
+    w_bad[0, 0] = bad
+    with pytest.raises(ValueError, match="weight must be finite"):
+        gptq_quantize(w_bad, hessian(x))
+
+
+class _Twice(torch.nn.Module):
+    """A layer applied twice (shared), and one never called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared, self.unused = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+
+    def forward(self, features):
+        return self.shared(self.shared(features["x"]))
+
+
+def test_layer_inputs_keeps_every_call_and_names_a_layer_never_called() -> None:
+    torch.manual_seed(0)
+    model = _Twice().double()
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    got = layer_inputs(model, {"x": x}, ["shared"])["shared"]
+    with torch.no_grad():
+        expected = torch.cat([x.reshape(-1, 4), model.shared(x).reshape(-1, 4)])
+    assert torch.equal(got, expected)  # both calls, in order: 12 rows, not the last 6
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert layer_inputs(model, {"x": x}, ["shared"], mask)["shared"].shape == (6, 4)
+    with pytest.raises(ValueError, match="never called \\['unused'\\]"):
+        layer_inputs(model, {"x": x}, ["shared", "unused"])
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"group_size": 4, "block_size": 8},
+        {"group_size": 4, "act_order": True, "damp": 0.1},
+        {"act_order": True, "symmetric": False},
+        {"scales": "mse", "group_size": 8},
+        {"scales": "mse", "act_order": True},
+    ],
+)
+def test_layers_of_one_shape_together_equal_one_call_each(settings) -> None:
+    pairs = [_inputs(seed, out=5, n_in=16, tokens=40) for seed in (11, 12, 13)]
+    w = torch.stack([p[0] for p in pairs])
+    h = torch.stack([hessian(p[1]) for p in pairs])
+    together = gptq_quantize(w, h, 3, **settings)
+    for k in range(3):
+        alone = gptq_quantize(w[k], h[k], 3, **settings)
+        for got, expected in zip(together, alone, strict=True):
+            assert torch.equal(got[k], expected)
+
+
+def test_mse_scales_are_the_weights_and_gptq_beats_rtn_on_them() -> None:
+    from linquant_helpers.weights import mse_weight_scale
+
+    w, x = _inputs(21, out=6, n_in=32, tokens=96)
+    got = gptq_quantize(w, hessian(x), 3, scales="mse")
+    scale = mse_weight_scale(w, 3, axis=0)
+    assert torch.equal(got.scale, scale) and torch.all(got.zero_point == 0)
+    assert torch.all(scale < choose_qparams(w, 3, symmetric=True, narrow=True, axis=0)[0])
+    rtn = fake_quantize(w, scale, 0, 3, narrow=True, axis=0)
+    assert _output_error(w, got.weight, x) < _output_error(w, rtn, x)
+    with pytest.raises(ValueError, match="scales must be one of"):
+        gptq_quantize(w, hessian(x), 3, scales="percentile")
+    with pytest.raises(ValueError, match="symmetric=True"):
+        gptq_quantize(w, hessian(x), 3, scales="mse", symmetric=False)
+
+
+def _two_layers() -> torch.nn.Module:
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = (torch.nn.Linear(8, 8) for _ in range(3))
+
+        def forward(self, features):
+            return self.c(torch.tanh(self.b(torch.tanh(self.a(features["x"])))))
+
+    return Net().double()
+
+
+def test_model_quantizes_each_layer_as_its_own_call() -> None:
+    model = _two_layers()
+    x = {
+        "x": torch.randn(3, 20, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    }
+    inputs = layer_inputs(model, x, ["a", "b", "c"])
+    got = gptq_quantize_model(model, inputs, 3, act_order=True)
+    for name in "abc":
+        alone = gptq_quantize(getattr(model, name).weight, hessian(inputs[name]), 3, act_order=True)
+        assert torch.equal(getattr(got, name).weight, alone.weight.double())
+
+
+def test_sequential_calibrates_each_stage_on_the_quantized_stages_before_it() -> None:
+    model = _two_layers()
+    x = {
+        "x": torch.randn(3, 20, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    }
+    got = gptq_quantize_model_sequential(model, x, [["a"], ["b", "c"]], 3)
+    first = gptq_quantize_model(model, layer_inputs(model, x, ["a"]), 3)  # stage 1: float inputs
+    assert torch.equal(got.a.weight, first.a.weight)
+    inputs = layer_inputs(first, x, ["b", "c"])  # stage 2: a quantized, b not yet
+    for name in "bc":
+        alone = gptq_quantize(getattr(model, name).weight, hessian(inputs[name]), 3)
+        assert torch.equal(getattr(got, name).weight, alone.weight.double())
+    float_inputs = gptq_quantize_model(model, layer_inputs(model, x, ["a", "b", "c"]), 3)
+    assert not torch.equal(got.b.weight, float_inputs.b.weight)  # the inputs did change
+    with pytest.raises(ValueError, match="each layer once"):
+        gptq_quantize_model_sequential(model, x, [["a"], ["a"]], 3)

@@ -1430,6 +1430,53 @@ for _fn, _how in [
 ]:
     right(*L9U, _how)(_fn)
 
+L9G = ("lesson09", "check_gptq_columns")
+
+
+def _gptq_loop(*, sign=-1.0, power=1, stop=None, original=False, transpose=False):
+    def gptq_columns(w, u, rtn):
+        moved, w_hat = w.clone(), torch.empty_like(w)
+        for j in range(w.shape[1]):
+            w_hat[:, j] = rtn((w if original else moved)[:, j])
+            err = (moved[:, j] - w_hat[:, j]) / u[j, j] ** power
+            end = w.shape[1] if stop is None else min(j + stop, w.shape[1])
+            row = u[j:end, j] if transpose else u[j, j:end]
+            moved[:, j:end] += sign * torch.outer(err, row)
+        return w_hat
+
+    return gptq_columns
+
+
+for _fn, _mistake, _expect in [
+    (lambda w, u, rtn: rtn(w), "rounds every column as it is", "rounded as it was given"),
+    (_gptq_loop(original=True), "rounds the original columns", "rounded as it was given"),
+    (_gptq_loop(sign=1.0), "adds the error feedback", "wrong sign"),
+    (_gptq_loop(power=0), "forgets to divide by U_jj", "not divided by U_jj"),
+    (_gptq_loop(power=2), "divides by U_jj twice", "twice"),
+    (_gptq_loop(stop=2), "updates only the next column", "only the next column"),
+    (_gptq_loop(transpose=True), "takes column j of U instead of row j", "column"),
+    (lambda w, u, rtn: w, "returns the weight unrounded", "column"),
+]:
+    wrong(*L9G, _mistake, _expect)(_fn)
+
+for _fn, _how in [
+    (_gptq_loop(), "updates columns j onwards, column j included"),
+    (
+        lambda w, u, rtn: _gptq_rank_one(w, u, rtn),
+        "keeps the errors and applies them as one matmul per column",
+    ),
+]:
+    right(*L9G, _how)(_fn)
+
+
+def _gptq_rank_one(w, u, rtn):
+    w_hat, errors = torch.empty_like(w), torch.zeros_like(w)
+    for j in range(w.shape[1]):
+        w_hat[:, j] = rtn(w[:, j] - errors[:, :j] @ u[:j, j])  # all earlier feedback at once
+        errors[:, j] = (w[:, j] - errors[:, :j] @ u[:j, j] - w_hat[:, j]) / u[j, j]
+    return w_hat
+
+
 L9E = ("lesson09", "check_decode_e2m1")
 
 

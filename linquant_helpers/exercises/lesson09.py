@@ -1,8 +1,8 @@
-"""Checks for notebook 09: one OBQ update step, and decoding FP4 E2M1 codes.
+"""Checks for notebook 09: one OBQ update step, GPTQ's column loop, and decoding FP4 E2M1.
 
-Both checks use fresh, seeded inputs and compare with the package's reference
-(:func:`~linquant_helpers.gptq.obq_update`, :func:`~linquant_helpers.formats.fp4_e2m1_grid`);
-they recognize the typical mistakes.
+The checks use fresh, seeded inputs and compare with the package's reference
+(:func:`~linquant_helpers.gptq.obq_update`, :func:`~linquant_helpers.gptq.gptq_quantize`,
+:func:`~linquant_helpers.formats.fp4_e2m1_grid`); they recognize the typical mistakes.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 import torch
 
+from ..affine import choose_qparams, fake_quantize
 from ..formats import fp4_e2m1_grid
-from ..gptq import hessian, obq_update
+from ..gptq import gptq_quantize, hessian, obq_update
 from ..sampling import randn
 from .feedback import (
     SEED,
@@ -139,4 +140,88 @@ def check_decode_e2m1(
         "decode_e2m1",
         test,
         "all 16 FP4 E2M1 codes, subnormals and signs included, on a shuffled tensor.",
+    )
+
+
+def _loop_inputs(
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, Callable, torch.Tensor]:
+    """A float64 weight, the upper Cholesky factor U of its damped H^-1 (diagonal far from 1),
+    a per-row 4-bit rounding function, and the damped H (for the package's reference)."""
+    out = int(torch.randint(8, 12, (), generator=gen))
+    n = out + int(torch.randint(4, 8, (), generator=gen))
+    w = randn(out, n, generator=gen).double()
+    x = randn(3 * n, n, generator=gen).double()  # correlated inputs, below
+    x = (x + 1.5 * x[:, :1]) * (0.2 + 0.2 * torch.arange(n, dtype=torch.float64))
+    h = hessian(x)
+    h = h + 0.01 * h.diagonal().mean() * torch.eye(n, dtype=torch.float64)
+    u = torch.linalg.cholesky(torch.linalg.inv(h), upper=True)
+    scale, _ = choose_qparams(w, 4, symmetric=True, narrow=True, axis=0)
+
+    def rtn(column: torch.Tensor) -> torch.Tensor:
+        return fake_quantize(column, scale, 0, 4, narrow=True, axis=0).double()
+
+    return w, u, rtn, h
+
+
+def _loop(w, u, rtn, *, sign=-1.0, power=1, stop=None) -> torch.Tensor:
+    """GPTQ's loop and its typical mistakes, for the check's diagnosis."""
+    moved, w_hat = w.clone(), torch.empty_like(w)
+    for j in range(w.shape[1]):
+        w_hat[:, j] = rtn(moved[:, j])
+        err = (moved[:, j] - w_hat[:, j]) / u[j, j] ** power
+        end = w.shape[1] if stop is None else min(j + stop, w.shape[1])
+        moved[:, j:end] += sign * torch.outer(err, u[j, j:end])
+    return w_hat
+
+
+def check_gptq_columns(
+    gptq_columns_fn: Callable[[torch.Tensor, torch.Tensor, Callable], torch.Tensor],
+    seed: int = SEED,
+) -> CheckResult:
+    """Check ``gptq_columns(w, u, rtn) -> w_hat``: round column ``j`` of the *updated* weight
+    with ``rtn``, then move the later columns by ``-(w_j - w_hat_j) / U_jj * U_{j, j+1:}``;
+    compared with :func:`~linquant_helpers.gptq.gptq_quantize` (block size 1) on three
+    fresh layers."""
+
+    def test() -> str | None:
+        gen = torch.Generator().manual_seed(seed + 92)
+        for _ in range(3):
+            w, u, rtn, h = _loop_inputs(gen)
+            got = call(gptq_columns_fn, w.clone(), u.clone(), rtn)
+            reference = gptq_quantize(w, h, 4, damp=0.0, block_size=1).weight.double()
+            if problem := tensor_problem(got, reference, "gptq_columns", per="weight"):
+                return problem
+            if first_difference(got, reference, rtol=0, atol=1e-6) is None:
+                continue
+            mistakes = {
+                "every column was rounded as it was given (or from the original weight): "
+                "after rounding column j, the later columns must absorb its error "
+                "(w_k -= e_j U_jk) before they are rounded": rtn(w),
+                "the update has the wrong sign: the later columns move by -e_j U_jk, with "
+                "e_j = (w_j - w_hat_j) / U_jj": _loop(w, u, rtn, sign=1.0),
+                "the error is not divided by U_jj: e_j = (w_j - w_hat_j) / U_jj": _loop(
+                    w, u, rtn, power=0
+                ),
+                "the error is divided by U_jj twice; U's rows are H^-1's rows over "
+                "sqrt([H^-1]_jj), so divide once": _loop(w, u, rtn, power=2),
+                "only the next column absorbs the error: every later column k > j moves "
+                "by -e_j U_jk": _loop(w, u, rtn, stop=2),
+            }
+            if message := known_mistake(got, mistakes, rtol=0, atol=1e-6):
+                return message
+            i = first_difference(got, reference, rtol=0, atol=1e-6)
+            col = i % w.shape[1]
+            return (
+                f"column {col} differs first (flat index {i}: expected "
+                f"{reference.flatten()[i].item():.6g}, got {got.flatten()[i].item():.6g}); "
+                "for each j: w_hat_j = rtn(w_j), e_j = (w_j - w_hat_j) / U_jj, "
+                "w_{j+1:} -= e_j U_{j,j+1:}"
+            )
+        return None
+
+    return run_check(
+        "gptq_columns",
+        test,
+        "each column rounded after the earlier ones' error feedback, as GPTQ does.",
     )
