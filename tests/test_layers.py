@@ -24,6 +24,7 @@ from linquant_helpers.layers import (
     quantize_model,
 )
 from linquant_helpers.observers import MinMaxObserver
+from linquant_helpers.packing import pack_int4_halves, unpack_int4_halves
 from linquant_helpers.qat import prepare_qat
 from linquant_helpers.surgery import module_nbytes
 from linquant_helpers.weights import quantize_weight
@@ -91,13 +92,27 @@ def test_int4_packs_two_codes_per_byte() -> None:
     linear = make_linear(64, 24)
     layer = Int4WeightLinear.from_float(linear, group_size=32)
     assert layer.weight_packed.dtype == torch.uint8
-    assert layer.weight_packed.numel() == 64 * 24 // 2
+    assert layer.weight_packed.shape == (24, 32)  # (out, in / 2)
     qw = quantize_weight(linear.weight, 4, group_size=32)
     assert torch.equal(layer.weight_codes(), qw.q)
     assert qw.q.min() >= -7 and qw.q.max() <= 7
-    # byte 0 holds codes (0, 0) in its low nibble and (0, 1) in its high nibble, two's complement
-    c0, c1 = int(qw.q[0, 0]), int(qw.q[0, 1])
-    assert int(layer.weight_packed[0]) == (c0 & 0xF) | ((c1 & 0xF) << 4)
+    # byte (0, 0) holds code (0, 0) in its low nibble and code (0, 32), the first of the
+    # row's second half, in its high nibble, two's complement
+    c0, c32 = int(qw.q[0, 0]), int(qw.q[0, 32])
+    assert int(layer.weight_packed[0, 0]) == (c0 & 0xF) | ((c32 & 0xF) << 4)
+
+
+def test_pack_int4_halves_by_hand() -> None:
+    q = torch.tensor([[-3, 5, 7, -8, 0], [1, -1, 2, -2, 3]], dtype=torch.int8)
+    packed = pack_int4_halves(q)  # 5 codes a row: halves of 3 and 2, the last nibble 0
+    assert packed.tolist() == [[0x8D, 0x05, 0x07], [0xE1, 0x3F, 0x02]]
+    assert torch.equal(unpack_int4_halves(packed, 5), q)
+    with pytest.raises(ValueError, match="2-D"):
+        pack_int4_halves(q.reshape(-1))
+    with pytest.raises(ValueError, match=r"q must hold codes in \[-8, 7\]"):
+        pack_int4_halves(q * 2)
+    with pytest.raises(ValueError, match=r"packed must have shape \(N, 2\) for in_features=4"):
+        unpack_int4_halves(packed, 4)
 
 
 def test_int4_equals_linear_with_groupwise_dequantized_weight() -> None:
@@ -117,9 +132,10 @@ def test_int4_equals_linear_with_groupwise_dequantized_weight() -> None:
 
 
 def test_int4_odd_number_of_codes_is_padded() -> None:
-    layer = Int4WeightLinear.from_float(make_linear(9, 3), group_size=3)  # 27 codes -> 14 bytes
-    assert layer.weight_packed.numel() == 14
-    assert layer.weight_codes().shape == (3, 9)
+    linear = make_linear(9, 3)
+    layer = Int4WeightLinear.from_float(linear, group_size=3)  # 9 codes a row -> 5 bytes
+    assert layer.weight_packed.shape == (3, 5)
+    assert torch.equal(layer.weight_codes(), quantize_weight(linear.weight, 4, group_size=3).q)
 
 
 @pytest.mark.parametrize("group_size", [48, 0, 2.0])
