@@ -174,6 +174,37 @@ def floor_ms(ms: dict[str, float], nbytes: int) -> float:
     return nbytes * ms[COPY] / (2 * COPY_BYTES)
 
 
+def memory_bound(
+    features: int = 4096, batch: int = 1, rounds: int = 5, group_size: int = 32
+) -> dict[str, dict[str, float]]:
+    """A layer limited by reading its weight, as lesson 07 shows it: fp32 ``nn.Linear``,
+    ``W8A16Linear`` and ``Int4WeightLinear`` on their default path, and ``W8A16Linear``'s
+    fused kernel with bfloat16 activations, timed in interleaved rounds (best round, CPU
+    clock) with the bandwidth copy. Returns ``{"ms": ..., "bytes": ..., "floor_ms": ...}``,
+    each ``{row: value}``; the floor is the row's bytes at the copy's bandwidth."""
+    torch.manual_seed(0)
+    linear = nn.Linear(features, features)
+    w8, int4 = W8A16Linear.from_float(linear), Int4WeightLinear.from_float(linear, group_size)
+    fused = W8A16Linear.from_float(linear)
+    fused.fused = True
+    x = torch.randn(batch, features, generator=torch.Generator().manual_seed(batch))
+    x16 = x.bfloat16()
+    copy = CopyFloor(torch.randn(COPY_SHAPE, generator=torch.Generator().manual_seed(0)))
+    modules = {FP32: linear, "W8A16Linear": w8, "Int4WeightLinear": int4}
+    fns = {name: (lambda m=m: m(x)) for name, m in modules.items()}
+    fns["W8A16Linear, fused" + BF16] = lambda: fused(x16)
+    fns[COPY] = copy.copy
+    with torch.inference_mode():
+        ms = interleaved_times(fns, rounds, clock="cpu", statistic="min")
+    nbytes = {name: module_nbytes(m) for name, m in modules.items()}
+    nbytes["W8A16Linear, fused" + BF16] = nbytes["W8A16Linear"]
+    return {
+        "ms": {name: t for name, t in ms.items() if name != COPY},
+        "bytes": nbytes,
+        "floor_ms": {name: floor_ms(ms, n) for name, n in nbytes.items()},
+    }
+
+
 def sweep(
     features_list: list[int],
     batches: list[int],
