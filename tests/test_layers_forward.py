@@ -228,3 +228,19 @@ def test_w8a16_dequantized_weight_is_the_formula():
     layer = W8A16Linear.from_float(nn.Linear(16, 4))
     expected = dequantize(layer.weight_q, layer.weight_scale, axis=0)
     assert torch.equal(layer.dequantized_weight(), expected)
+
+
+def test_w8a16_fused_kernel_with_bfloat16_activations_is_the_formula():
+    # The fastest exact path where PyTorch has fast int8 code for bfloat16 activations
+    # (benchmarks/bench_kernels.py): layer.fused = True, x in bfloat16. The kernel takes
+    # its scales in bfloat16 (8 significant bits), so the bound allows one rounding of
+    # each scale besides the sums' roundings in bfloat16.
+    torch.manual_seed(0)
+    layer = W8A16Linear.from_float(nn.Linear(512, 96))
+    x = torch.randn(4, 512).bfloat16()
+    layer.fused = True
+    y = layer(x)
+    assert y.dtype == torch.bfloat16
+    exact, magnitude = exact_result(layer, x)
+    eps = torch.finfo(torch.bfloat16).eps
+    assert ((y.double() - exact).abs() <= (512 + 4) * eps * magnitude).all()
