@@ -263,6 +263,8 @@ class Int4WeightLinear(_QuantizedLinear):
     (:func:`~linquant_helpers.kernels.int4_kernel_supports`).
     """
 
+    block_elements: int = BLOCK_ELEMENTS  # weights dequantized at a time (see BLOCK_ELEMENTS)
+
     def __init__(
         self,
         in_features: int,
@@ -277,7 +279,6 @@ class Int4WeightLinear(_QuantizedLinear):
         if in_features % group_size:
             raise ValueError(f"group_size must divide in_features={in_features}, got {group_size}")
         self.group_size = group_size
-        self.block_elements = BLOCK_ELEMENTS  # weights dequantized at a time
         packed_shape = (out_features, -(-in_features // 2))
         self.register_buffer(
             "weight_packed", torch.zeros(packed_shape, dtype=torch.uint8, device=device)
