@@ -541,6 +541,7 @@ def quantize_model(
     group_size: int = 32,
     calibration: Iterable[torch.Tensor] | None = None,
     observer: Callable[..., Observer] = MinMaxObserver,
+    fused: bool = False,
 ) -> nn.Module:
     """A copy of ``model`` with its ``nn.Linear`` layers replaced by quantized ones.
 
@@ -557,23 +558,38 @@ def quantize_model(
     int8) watch each layer's input and output. Modules named in ``skip`` (names
     as in ``model.named_modules()``, e.g. ``"classifier.4"``), and every layer
     inside them, stay in float. The original model is not modified.
+    ``fused=True`` sets ``fused = True`` on every weight-only layer: PyTorch's fused
+    kernels, the fastest exact path where this PyTorch has fast code for the
+    activations' dtype (with PyTorch 2.13 on x86: the int8 kernel with bfloat16
+    activations; ``benchmarks/bench_kernels.py`` measures it on yours).
 
     Raises ``ValueError`` for an unknown ``method`` or ``skip`` name, a missing
-    ``calibration`` for W8A8, and a ``group_size`` that does not divide a
-    layer's ``in_features`` (skip that layer or pick another size).
+    ``calibration`` for W8A8, ``fused=True`` for W8A8 or for an int4 layer the
+    kernel does not take, and a ``group_size`` that does not divide a layer's
+    ``in_features`` (skip that layer or pick another size).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if fused and method == "w8a8":
+        raise ValueError("fused=True is for the weight-only methods 'w8a16' and 'int4'")
     skip = check_skip(model, skip)
     quantized = copy.deepcopy(model)
     names = list(quantizable_layers(quantized, (nn.Linear,), skip))
     if method == "w8a16":
-        return replace_modules(quantized, names, lambda name, m: W8A16Linear.from_float(m))
+
+        def to_w8a16(name: str, linear: nn.Module) -> W8A16Linear:
+            layer = W8A16Linear.from_float(linear)
+            layer.fused = bool(fused)
+            return layer
+
+        return replace_modules(quantized, names, to_w8a16)
     if method == "int4":
 
         def to_int4(name: str, linear: nn.Module) -> Int4WeightLinear:
             try:
-                return Int4WeightLinear.from_float(linear, group_size)
+                layer = Int4WeightLinear.from_float(linear, group_size)
+                layer.fused = bool(fused)
+                return layer
             except ValueError as err:
                 raise ValueError(
                     f"layer {name!r}: {err}; skip it or pick another group_size"

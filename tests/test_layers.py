@@ -17,6 +17,7 @@ from torch import nn
 
 from linquant_helpers import choose_qparams, dequantize, fake_quantize, quantize
 from linquant_helpers.integer_ops import MAX_K
+from linquant_helpers.kernels import int4_kernel_available
 from linquant_helpers.layers import (
     Int4WeightLinear,
     W8A8Linear,
@@ -418,6 +419,25 @@ def test_quantize_model_errors() -> None:
     with pytest.raises(ValueError, match="layer '3'.*group_size"):
         quantize_model(model, "int4", group_size=64)  # 64 does not divide layer 3's 32 inputs
     assert isinstance(quantize_model(model, "int4", group_size=64, skip=("3",))[0], nn.Module)
+
+
+@pytest.mark.parametrize("method", ["w8a16", "int4"])
+def test_quantize_model_fused_is_one_argument_to_the_fused_kernels(method: str) -> None:
+    if method == "int4" and not int4_kernel_available():
+        pytest.skip("this PyTorch has no CPU int4 kernel")
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16))
+    fused = quantize_model(model, method, fused=True)
+    default = quantize_model(model, method)
+    assert [m.fused for m in fused if not isinstance(m, nn.ReLU)] == [True, True]
+    assert [m.fused for m in default if not isinstance(m, nn.ReLU)] == [False, False]
+    x = torch.randn(4, 64).bfloat16()
+    with torch.no_grad():  # the same formula: within bfloat16 rounding of the default path
+        torch.testing.assert_close(fused(x).float(), default(x).float(), atol=0.05, rtol=0.05)
+    with pytest.raises(ValueError, match="fused=True is for the weight-only methods"):
+        quantize_model(model, "w8a8", calibration=[torch.randn(2, 64)], fused=True)
+    if method == "int4":  # 24 outputs: the int4 kernel needs a multiple of 16
+        with pytest.raises(ValueError, match="layer '0'.*multiple of 16"):
+            quantize_model(nn.Sequential(nn.Linear(64, 24)), "int4", fused=True)
 
 
 def test_quantize_model_of_a_bare_linear() -> None:
