@@ -8,6 +8,13 @@ layer                      weights                   activations, compute
 :class:`Int4WeightLinear`  int4, per group, packed   float; weights unpacked every call
 =========================  ========================  ============================================
 
+The two weight-only layers never hold their whole float weight: ``forward``
+dequantizes a block of output rows (:data:`BLOCK_ELEMENTS` weights), multiplies
+it while it is still in the CPU's cache, writes that block's outputs into the
+preallocated result, and reuses the block's buffer for the next one
+(:func:`blocked_linear`). That is the idea of every fused weight-only kernel,
+which does the same in registers.
+
 Weights are quantized symmetrically with narrow codes (``[-127, 127]`` at 8 bits,
 ``[-7, 7]`` at 4): zero point 0, so ``w = s * q`` and the integer matmul needs no
 weight zero-point term. Each layer keeps its codes and qparams in registered
@@ -21,7 +28,6 @@ import copy
 from collections.abc import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .affine import dequantize, quantize
@@ -43,12 +49,52 @@ from .kernels import (
     pack_int4_weight,
 )
 from .observers import MinMaxObserver, Observer
-from .packing import pack, packed_numel, unpack
+from .packing import pack_int4_halves, unpack_int4_halves
 from .surgery import check_skip, quantizable_layers, replace_modules
 from .validation import as_scale, as_zero_point, check_float_tensor
 from .weights import quantize_weight
 
 METHODS = ("w8a16", "w8a8", "int4")
+
+BLOCK_ELEMENTS = 1 << 20
+"""How many weights the weight-only layers dequantize at a time (a block of
+``BLOCK_ELEMENTS // in_features`` output rows, 4 MiB in float32). Chosen from the
+sweep of ``python benchmarks/bench_kernels.py --sweep`` (1024 x 1024 and
+4096 x 4096, batches 1 and 8); set ``layer.block_elements`` to try others. The
+result does not depend on it beyond float rounding (``tests/test_layers_forward.py``)."""
+
+
+def blocked_linear(
+    x: torch.Tensor,
+    out_features: int,
+    dequantize_rows: Callable[[int, int, torch.Tensor], torch.Tensor],
+    buffer_dtype: torch.dtype,
+    block_elements: int = BLOCK_ELEMENTS,
+) -> torch.Tensor:
+    """``y = x w^T`` for ``x`` ``(M, K)``, with the weight ``w`` ``(N, K)`` never held whole.
+
+    ``dequantize_rows(start, stop, buffer)`` writes rows ``[start, stop)`` of ``w`` into
+    ``buffer`` (``buffer_dtype``, ``(stop - start, K)``) and returns them in ``x``'s
+    dtype. Blocks of ``max(1, block_elements // K)`` rows are dequantized into one
+    reused buffer and multiplied at once, each into its columns of ``y``: every
+    output is the same sum of ``K`` products whatever the block size, so the result
+    changes with it only by float rounding (the matmul may add in another order for
+    another shape). Where ``x`` needs a gradient the whole weight is built, since a
+    matmul into a preallocated result records none; where one block holds every row,
+    its result is ``y``. Returns ``(M, N)`` in ``x``'s dtype.
+    """
+    k = x.shape[1]
+    rows = max(1, block_elements // max(k, 1))
+    if rows >= out_features or (torch.is_grad_enabled() and x.requires_grad):
+        buffer = torch.empty(out_features, k, dtype=buffer_dtype, device=x.device)
+        return x @ dequantize_rows(0, out_features, buffer).t()  # one block
+    buffer = torch.empty(rows, k, dtype=buffer_dtype, device=x.device)
+    y = torch.empty(x.shape[0], out_features, dtype=x.dtype, device=x.device)
+    for start in range(0, out_features, rows):
+        stop = min(start + rows, out_features)
+        w = dequantize_rows(start, stop, buffer[: stop - start])
+        torch.mm(x, w.t(), out=y[:, start:stop])
+    return y
 
 
 def _check_linear(linear: object) -> nn.Linear:
@@ -103,25 +149,31 @@ class W8A16Linear(_QuantizedLinear):
     """Weight-only int8 linear layer: ``y = x (s * q_w)^T + b``, activations in float.
 
     Buffers: ``weight_q`` int8 ``(out, in)``, ``weight_scale`` float32 ``(out,)``,
-    ``bias`` float32 ``(out,)`` (or none). The layer saves memory (a quarter of
-    fp32), not time.
+    ``bias`` float32 ``(out,)`` (or none): a quarter of fp32's bytes, and where the
+    layer is limited by reading its weight (batch 1, a weight larger than the CPU's
+    caches), a quarter of the bytes to read.
 
     With one scale per output channel, the scale leaves the sum:
     ``y[m, n] = sum_k x[m, k] s[n] q[n, k] = s[n] * sum_k x[m, k] q[n, k]``. So
-    ``forward`` converts the codes to float (exactly), runs an ordinary matmul
+    ``forward`` converts the codes to float (exactly), a block of output rows at a
+    time (:func:`blocked_linear`), multiplies each block by ``x`` while it is in cache,
     and multiplies each *output* by its scale, as torchao and PyTorch's int8
     kernels do: one multiply per output instead of one per weight. It equals
     ``F.linear(x, dequantized_weight(), bias)`` (the readable path) up to float
     rounding, and bit for bit where nothing rounds (power-of-two scales, integer
-    ``x``); ``tests/test_layers_forward.py`` checks both.
+    ``x``), at every block size; ``tests/test_layers_forward.py`` checks both.
 
     ``layer.fused = True`` computes the same formula with PyTorch's fused int8
     kernel instead (:func:`~linquant_helpers.kernels.int8_weight_matmul`), for CPU
     inputs in float32, bfloat16 or float16 (others take the default path). The
     kernel adds in another order, so the last bits differ from the default path.
+    Whether it is faster depends on the activations' dtype and the CPU: with
+    PyTorch 2.13 on x86 it is fast for bfloat16 activations and slow for float32
+    ones; ``benchmarks/bench_kernels.py`` measures both paths side by side.
     """
 
     fused: bool = False
+    block_elements: int = BLOCK_ELEMENTS  # weights dequantized at a time (see BLOCK_ELEMENTS)
 
     def __init__(
         self,
@@ -157,7 +209,8 @@ class W8A16Linear(_QuantizedLinear):
         The buffers were checked when the layer was built, so nothing is
         re-checked here. Multiplying the weight by its scales first would cost a
         pass over a float weight of ``out * in`` values on every call; the outputs
-        are only ``batch * out`` values.
+        are only ``batch * out`` values. The codes become float a block of rows at
+        a time (:func:`blocked_linear`).
         """
         x = self._check_input(x)
         if self.fused and _kernel_takes(x):
@@ -167,10 +220,17 @@ class W8A16Linear(_QuantizedLinear):
         # float16 computes in float32: x q^T sums codes up to 127, which can pass
         # float16's largest value (65504) where x w^T would not
         dtype = torch.float32 if x.dtype == torch.float16 else x.dtype
-        q, s = self.weight_q.to(dtype), self.weight_scale.to(dtype)  # int8 codes are exact
-        # x q^T, then the scales, in place on F.linear's fresh result
-        y = self._through_kernel(x.to(dtype), lambda rows: F.linear(rows, q).mul_(s))
-        return y.to(x.dtype)
+        s = self.weight_scale.to(dtype)
+
+        def codes(start: int, stop: int, buffer: torch.Tensor) -> torch.Tensor:
+            return buffer.copy_(self.weight_q[start:stop])  # int8 codes are exact in float
+
+        def matmul(rows: torch.Tensor) -> torch.Tensor:
+            # x q^T block by block, then the scales, in place on the fresh result
+            y = blocked_linear(rows, self.out_features, codes, dtype, self.block_elements)
+            return y.mul_(s)
+
+        return self._through_kernel(x.to(dtype), matmul).to(x.dtype)
 
     def _describe(self) -> str:
         kernel = ", fused kernel" if self.fused else ""
@@ -180,14 +240,17 @@ class W8A16Linear(_QuantizedLinear):
 class Int4WeightLinear(_QuantizedLinear):
     """Weight-only 4-bit linear layer, group-wise scales, two codes packed per byte.
 
-    Buffers: ``weight_packed`` uint8 ``(ceil(out * in / 2),)`` (codes in
-    ``[-7, 7]``, packed row-major with :func:`~linquant_helpers.packing.pack`),
+    Buffers: ``weight_packed`` uint8 ``(out, ceil(in / 2))`` (codes in ``[-7, 7]``,
+    each row packed with itself in halves by
+    :func:`~linquant_helpers.packing.pack_int4_halves`: byte ``j`` holds code ``j``
+    in its low four bits and code ``j + ceil(in / 2)`` in its high four),
     ``weight_scale`` float32 ``(out, in // group_size)``, ``bias`` float32 ``(out,)``.
 
-    ``forward`` unpacks and dequantizes the weight on every call. Caching the
-    unpacked weight would make calls faster but hold a float32 copy, eight
-    times the packed bytes: the memory the packing saved. Real int4 kernels
-    unpack inside the matmul, in registers.
+    ``forward`` unpacks and dequantizes the weight on every call, a block of output
+    rows at a time (:func:`blocked_linear`), and multiplies each block while it is in
+    cache. Caching the unpacked weight would hold a float32 copy, eight times the
+    packed bytes: the memory the packing saved. Real int4 kernels unpack inside the
+    matmul, in registers.
 
     ``layer.fused = True`` computes with PyTorch's fused int4 kernel instead
     (:func:`~linquant_helpers.kernels.int4_weight_matmul`): the codes are repacked into
@@ -199,6 +262,8 @@ class Int4WeightLinear(_QuantizedLinear):
     ``fused = True`` for a shape the kernel does not take
     (:func:`~linquant_helpers.kernels.int4_kernel_supports`).
     """
+
+    block_elements: int = BLOCK_ELEMENTS  # weights dequantized at a time (see BLOCK_ELEMENTS)
 
     def __init__(
         self,
@@ -214,9 +279,9 @@ class Int4WeightLinear(_QuantizedLinear):
         if in_features % group_size:
             raise ValueError(f"group_size must divide in_features={in_features}, got {group_size}")
         self.group_size = group_size
-        n_bytes = packed_numel(out_features * in_features, 4)
+        packed_shape = (out_features, -(-in_features // 2))
         self.register_buffer(
-            "weight_packed", torch.zeros(n_bytes, dtype=torch.uint8, device=device)
+            "weight_packed", torch.zeros(packed_shape, dtype=torch.uint8, device=device)
         )
         scale_shape = (out_features, in_features // group_size)
         self.register_buffer("weight_scale", torch.ones(scale_shape, device=device))
@@ -241,31 +306,28 @@ class Int4WeightLinear(_QuantizedLinear):
         linear = _check_linear(linear)
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None, group_size)
         qw = quantize_weight(linear.weight, 4, group_size=group_size)
-        layer.weight_packed.copy_(pack(qw.q, 4, signed=True))
+        layer.weight_packed.copy_(pack_int4_halves(qw.q))
         layer.weight_scale.copy_(qw.scale)
         if linear.bias is not None:
             layer.bias.copy_(linear.bias.detach())
         return layer.to(linear.weight.device)
 
     def weight_codes(self) -> torch.Tensor:
-        """The unpacked int8 codes ``(out, in)``, each in ``[-7, 7]``."""
-        shape = (self.out_features, self.in_features)
-        return unpack(self.weight_packed, 4, shape, signed=True)
+        """The unpacked int8 codes ``(out, in)``, each in ``[-7, 7]``
+        (:func:`~linquant_helpers.packing.unpack_int4_halves`)."""
+        return unpack_int4_halves(self.weight_packed, self.in_features)
 
     def dequantized_weight(self) -> torch.Tensor:
         """``dequantize(weight_codes(), weight_scale, group_size)``: the float32 weight."""
         return dequantize(self.weight_codes(), self.weight_scale, group_size=self.group_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Unpack, dequantize per group (:meth:`dequantized_weight`), ``F.linear`` in ``x``'s dtype.
+        """``y = x w^T + b`` with ``w = dequantized_weight()``, in ``x``'s dtype, built a
+        block of output rows at a time (:func:`blocked_linear`).
 
-        The same float32 weight as :meth:`dequantized_weight`, built with fewer
-        passes and without re-checking the buffers (checked when the layer was
-        built): each byte is widened to 16 bits with its two codes moved into
-        a byte each, so that viewing the result as int8 lists the codes in
-        order on a little-endian CPU (x86, ARM). Interleaving two int8 tensors
-        with ``torch.stack`` took 3 times as long as all of this. Each group is
-        then multiplied by its scale in one operation.
+        Each block holds the same float32 values as :meth:`dequantized_weight`'s rows,
+        built without re-checking the buffers (checked when the layer was built) in a
+        few whole-block operations (:meth:`_dequantize_rows`).
         """
         x = self._check_input(x)
         if self.fused and _kernel_takes(x):
@@ -273,18 +335,41 @@ class Int4WeightLinear(_QuantizedLinear):
             return self._through_kernel(
                 x, lambda rows: int4_weight_matmul(rows, packed, table, self.group_size)
             )
-        b = self.weight_packed.to(torch.int16)  # byte i = (code 2i + 1) << 4 | code 2i
-        t = b & 0xF0
-        t *= 15
-        t += b  # t = (b & 0xF0) << 4 | (b & 0x0F): code 2i in t's low byte, 2i + 1 in its high byte
-        sign = t & 0x0808
-        sign *= 30  # 8 * 30 = 0xF0 in each byte whose 4-bit code is negative
-        t |= sign  # each byte now holds its code as an int8 (two's complement)
+        scratch = self.weight_packed[:0]
+
+        def rows(start: int, stop: int, buffer: torch.Tensor) -> torch.Tensor:
+            nonlocal scratch
+            if scratch.shape[0] < stop - start:  # one scratch block, reused by every block
+                scratch = torch.empty_like(self.weight_packed[start:stop])
+            return self._dequantize_rows(start, stop, buffer, scratch[: stop - start]).to(x.dtype)
+
+        def matmul(x2d: torch.Tensor) -> torch.Tensor:
+            return blocked_linear(x2d, self.out_features, rows, torch.float32, self.block_elements)
+
+        return self._through_kernel(x, matmul)
+
+    def _dequantize_rows(
+        self, start: int, stop: int, out: torch.Tensor, scratch: torch.Tensor
+    ) -> torch.Tensor:
+        """Rows ``[start, stop)`` of :meth:`dequantized_weight`, bit for bit, written into
+        ``out`` (float32) with ``scratch`` (uint8, the block's packed shape).
+
+        A byte holds ``lo + 16 hi`` (4-bit two's complement codes). Times 16 (mod 256)
+        it holds ``16 lo``, and with its low four bits cleared ``16 hi``: read as int8,
+        both are 16 times a signed code, each one operation that runs vectorized on
+        every CPU, for one half of every row of the block. The 16 goes into the scale:
+        ``(16 q) (s / 16) = q s`` with one rounding, the same float32 as ``q s``.
+        """
+        packed = self.weight_packed[start:stop]
+        half = packed.shape[1]
+        torch.mul(packed, 16, out=scratch)  # 16 lo: columns [0, half)
+        out[:, :half].copy_(scratch.view(torch.int8))
+        torch.bitwise_and(packed, 0xF0, out=scratch)  # 16 hi: columns [half, in)
+        out[:, half:].copy_(scratch.view(torch.int8)[:, : self.in_features - half])
         n_groups = self.in_features // self.group_size
-        codes = t.view(torch.int8)[: self.out_features * self.in_features]
-        codes = codes.view(self.out_features, n_groups, self.group_size)
-        w = codes.float().mul_(self.weight_scale.unsqueeze(-1)).view(self.out_features, -1)
-        return F.linear(x, w.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        scale = self.weight_scale[start:stop] / 16  # exact: a power of two
+        out.view(-1, n_groups, self.group_size).mul_(scale[:, :, None])
+        return out
 
     def _kernel_inputs(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The kernel's packed weight and scale table, rebuilt when a buffer has changed
@@ -456,6 +541,7 @@ def quantize_model(
     group_size: int = 32,
     calibration: Iterable[torch.Tensor] | None = None,
     observer: Callable[..., Observer] = MinMaxObserver,
+    fused: bool = False,
 ) -> nn.Module:
     """A copy of ``model`` with its ``nn.Linear`` layers replaced by quantized ones.
 
@@ -472,23 +558,38 @@ def quantize_model(
     int8) watch each layer's input and output. Modules named in ``skip`` (names
     as in ``model.named_modules()``, e.g. ``"classifier.4"``), and every layer
     inside them, stay in float. The original model is not modified.
+    ``fused=True`` sets ``fused = True`` on every weight-only layer: PyTorch's fused
+    kernels, the fastest exact path where this PyTorch has fast code for the
+    activations' dtype (with PyTorch 2.13 on x86: the int8 kernel with bfloat16
+    activations; ``benchmarks/bench_kernels.py`` measures it on yours).
 
     Raises ``ValueError`` for an unknown ``method`` or ``skip`` name, a missing
-    ``calibration`` for W8A8, and a ``group_size`` that does not divide a
-    layer's ``in_features`` (skip that layer or pick another size).
+    ``calibration`` for W8A8, ``fused=True`` for W8A8 or for an int4 layer the
+    kernel does not take, and a ``group_size`` that does not divide a layer's
+    ``in_features`` (skip that layer or pick another size).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if fused and method == "w8a8":
+        raise ValueError("fused=True is for the weight-only methods 'w8a16' and 'int4'")
     skip = check_skip(model, skip)
     quantized = copy.deepcopy(model)
     names = list(quantizable_layers(quantized, (nn.Linear,), skip))
     if method == "w8a16":
-        return replace_modules(quantized, names, lambda name, m: W8A16Linear.from_float(m))
+
+        def to_w8a16(name: str, linear: nn.Module) -> W8A16Linear:
+            layer = W8A16Linear.from_float(linear)
+            layer.fused = bool(fused)
+            return layer
+
+        return replace_modules(quantized, names, to_w8a16)
     if method == "int4":
 
         def to_int4(name: str, linear: nn.Module) -> Int4WeightLinear:
             try:
-                return Int4WeightLinear.from_float(linear, group_size)
+                layer = Int4WeightLinear.from_float(linear, group_size)
+                layer.fused = bool(fused)
+                return layer
             except ValueError as err:
                 raise ValueError(
                     f"layer {name!r}: {err}; skip it or pick another group_size"

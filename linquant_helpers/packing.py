@@ -6,6 +6,11 @@ weights are stored two per byte. Code ``i`` of a byte sits at bit offset
 
     byte = c0 | c1 << bits | c2 << 2*bits | ...     (pack)
     c_i  = (byte >> bits*i) & (2^bits - 1)          (unpack)
+
+:func:`pack_int4_halves` is the layout of ``Int4WeightLinear``: the same bytes,
+built from a matrix whose rows are paired with themselves, column ``j`` with
+column ``j + ceil(K / 2)``. Unpacking a block of rows then takes two whole-block
+operations, one per nibble, each writing a contiguous half of every row.
 """
 
 from __future__ import annotations
@@ -90,3 +95,41 @@ def unpack(
         # two's complement: a code with its top bit set stands for code - 2^bits
         codes = codes - ((codes >> (bits - 1)) << bits)
     return codes.reshape(shape)
+
+
+def pack_int4_halves(q: torch.Tensor) -> torch.Tensor:
+    """Pack signed 4-bit codes ``q`` ``(N, K)`` two per byte, each row with itself in halves.
+
+    With ``h = ceil(K / 2)``, byte ``j`` of row ``n`` holds code ``(n, j)`` in its low
+    four bits and code ``(n, j + h)`` in its high four (0 past the end when ``K`` is
+    odd)::
+
+        packed[n, j] = (q[n, j] mod 16) + 16 (q[n, j + h] mod 16)
+
+    That is :func:`pack` (``signed=True``) of the pairs ``(q[n, j], q[n, j + h])``.
+    Returns uint8 ``(N, h)``. Raises ``ValueError`` for a ``q`` that is not 2-D or
+    holds codes outside ``[-8, 7]``.
+    """
+    q = check_int_tensor(q)
+    if q.ndim != 2:
+        raise ValueError(f"q must be a 2-D (N, K) tensor of codes, got shape {tuple(q.shape)}")
+    half = -(-q.shape[1] // 2)
+    padded = torch.nn.functional.pad(q, (0, 2 * half - q.shape[1]))
+    pairs = torch.stack((padded[:, :half], padded[:, half:]), dim=-1)  # (N, h, 2)
+    return pack(pairs, 4, signed=True).reshape(q.shape[0], half)
+
+
+def unpack_int4_halves(packed: torch.Tensor, in_features: int) -> torch.Tensor:
+    """Inverse of :func:`pack_int4_halves`: int8 codes ``(N, in_features)`` from ``(N, h)`` bytes.
+
+    Raises ``ValueError`` if ``packed`` is not 2-D with ``ceil(in_features / 2)`` columns.
+    """
+    check_int(in_features, "in_features", low=1)
+    half = -(-in_features // 2)
+    if packed.ndim != 2 or packed.shape[1] != half:
+        raise ValueError(
+            f"packed must have shape (N, {half}) for in_features={in_features}, "
+            f"got {tuple(packed.shape)}"
+        )
+    pairs = unpack(packed, 4, (packed.shape[0], half, 2), signed=True)
+    return pairs.transpose(1, 2).reshape(packed.shape[0], 2 * half)[:, :in_features]

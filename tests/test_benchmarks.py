@@ -1,10 +1,11 @@
 """The benchmark scripts run, and their tables say what they measured.
 
 No timing is asserted here (times belong to the scripts, compared within one
-run): these runs are small and only check that ``bench_quantize.py`` and
-``bench_observers.py`` still work, that every row carries a ratio, and that a
-device the timer cannot time is refused by name. (``bench_inference.py`` and
-``bench_kernels.py`` run in notebooks 07 and 10.)
+run): these runs are small and only check that ``bench_quantize.py``,
+``bench_observers.py`` and ``bench_kernels.py`` still work, that every row carries
+a ratio, that the floor counts the right bytes, and that a device the timer cannot
+time is refused by name. (``bench_inference.py`` runs in notebook 07, and
+``bench_kernels.py`` in notebooks 07 and 10 too.)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +115,53 @@ def test_the_timer_returns_milliseconds_per_call_of_each_function():
     ms = interleaved_times({"a": lambda: None, "b": lambda: sum(range(1000))}, 3, block_s=0.001)
     assert set(ms) == {"a", "b"} and all(t >= 0 for t in ms.values())
     assert ms["b"] > ms["a"]  # a thousand additions take longer than nothing
+
+
+def _plain_rows(text: str, title: str) -> dict[str, list[str]]:
+    """The rows of the plain-text table under the line starting with ``title``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.strip():
+            break
+        cells = line.split("  ")
+        rows[cells[0].strip()] = [c.strip() for c in cells[1:] if c.strip()]
+    return rows
+
+
+def test_bench_kernels_gives_every_size_and_batch_with_ratios_to_fp32_and_the_floor():
+    run = _run(
+        "bench_kernels.py", "--features", "64", "128", "--batches", "1", "2", "--rounds", "1"
+    )
+    assert run.returncode == 0, run.stderr
+    assert "min of 1 interleaved rounds" in run.stdout.splitlines()[0]
+    for size in (64, 128):
+        for batch in (1, 2):
+            rows = _plain_rows(run.stdout, f"{size} x {size} at batch {batch}")
+            assert rows["fp32 nn.Linear"][1] == "1.00x"
+            for name in ("W8A16Linear, naive", "Int4WeightLinear, naive"):
+                ms, x_fp32, x_floor, over_fused, *over_torchao = rows[name]
+                assert float(ms) > 0 and x_fp32.endswith("x") and float(x_floor[:-1]) > 0
+                assert float(over_fused) > 0  # the default path over the fused kernel
+                assert len(over_torchao) == (1 if "torchao Int8WeightOnlyConfig" in rows else 0)
+
+
+def test_bench_kernels_sweeps_the_block_size_and_memory_bound_counts_bytes():
+    run = _run("bench_kernels.py", "--features", "64", "--batches", "1", "--rounds", "1", "--sweep")
+    assert run.returncode == 0, run.stderr
+    rows = _plain_rows(run.stdout, "block sweep, 64 x 64 at batch 1")
+    assert {f"W8A16Linear, block {1 << p}" for p in range(16, 23)} <= set(rows)
+    assert {f"Int4WeightLinear, block {1 << p}" for p in range(16, 23)} <= set(rows)
+    bench = runpy.run_path(str(BENCHMARKS / "bench_kernels.py"))
+    bound = bench["memory_bound"](64, batch=1, rounds=1)
+    # bytes read: fp32 weight and bias; int8 codes, scales and bias; int4 codes, group scales, bias
+    assert bound["bytes"] == {
+        "fp32 nn.Linear": 64 * 64 * 4 + 64 * 4,
+        "W8A16Linear": 64 * 64 + 64 * 4 + 64 * 4,
+        "Int4WeightLinear": 64 * 32 + 64 * 2 * 4 + 64 * 4,
+        "W8A16Linear, fused (bfloat16 x)": 64 * 64 + 64 * 4 + 64 * 4,
+    }
+    floors = bound["floor_ms"]
+    assert floors["fp32 nn.Linear"] / floors["W8A16Linear"] == pytest.approx(16640 / 4608)
+    assert set(bound["ms"]) == set(bound["bytes"]) and all(t > 0 for t in bound["ms"].values())

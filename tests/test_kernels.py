@@ -27,7 +27,7 @@ from torch import nn
 
 from linquant_helpers import kernels
 from linquant_helpers.layers import Int4WeightLinear, W8A16Linear
-from linquant_helpers.packing import pack
+from linquant_helpers.packing import pack_int4_halves
 
 needs_int4 = pytest.mark.skipif(
     not kernels.int4_kernel_available(), reason="this PyTorch has no CPU int4 kernel"
@@ -57,7 +57,7 @@ def exact_layer(cls, out_features: int, in_features: int, seed: int, **kw) -> nn
         layer.weight_q.copy_(torch.randint(-127, 128, layer.weight_q.shape, generator=g))
     else:
         codes = torch.randint(-7, 8, (out_features, in_features), generator=g, dtype=torch.int8)
-        layer.weight_packed.copy_(pack(codes, 4, signed=True))
+        layer.weight_packed.copy_(pack_int4_halves(codes))  # the layer's layout
     powers = torch.randint(-6, 1, layer.weight_scale.shape, generator=g)
     layer.weight_scale.copy_(torch.pow(2.0, powers))
     layer.bias.copy_(torch.randint(-50, 50, (out_features,), generator=g).float())

@@ -17,6 +17,7 @@ from torch import nn
 
 from linquant_helpers import choose_qparams, dequantize, fake_quantize, quantize
 from linquant_helpers.integer_ops import MAX_K
+from linquant_helpers.kernels import int4_kernel_available
 from linquant_helpers.layers import (
     Int4WeightLinear,
     W8A8Linear,
@@ -24,6 +25,7 @@ from linquant_helpers.layers import (
     quantize_model,
 )
 from linquant_helpers.observers import MinMaxObserver
+from linquant_helpers.packing import pack_int4_halves, unpack_int4_halves
 from linquant_helpers.qat import prepare_qat
 from linquant_helpers.surgery import module_nbytes
 from linquant_helpers.weights import quantize_weight
@@ -91,13 +93,27 @@ def test_int4_packs_two_codes_per_byte() -> None:
     linear = make_linear(64, 24)
     layer = Int4WeightLinear.from_float(linear, group_size=32)
     assert layer.weight_packed.dtype == torch.uint8
-    assert layer.weight_packed.numel() == 64 * 24 // 2
+    assert layer.weight_packed.shape == (24, 32)  # (out, in / 2)
     qw = quantize_weight(linear.weight, 4, group_size=32)
     assert torch.equal(layer.weight_codes(), qw.q)
     assert qw.q.min() >= -7 and qw.q.max() <= 7
-    # byte 0 holds codes (0, 0) in its low nibble and (0, 1) in its high nibble, two's complement
-    c0, c1 = int(qw.q[0, 0]), int(qw.q[0, 1])
-    assert int(layer.weight_packed[0]) == (c0 & 0xF) | ((c1 & 0xF) << 4)
+    # byte (0, 0) holds code (0, 0) in its low nibble and code (0, 32), the first of the
+    # row's second half, in its high nibble, two's complement
+    c0, c32 = int(qw.q[0, 0]), int(qw.q[0, 32])
+    assert int(layer.weight_packed[0, 0]) == (c0 & 0xF) | ((c32 & 0xF) << 4)
+
+
+def test_pack_int4_halves_by_hand() -> None:
+    q = torch.tensor([[-3, 5, 7, -8, 0], [1, -1, 2, -2, 3]], dtype=torch.int8)
+    packed = pack_int4_halves(q)  # 5 codes a row: halves of 3 and 2, the last nibble 0
+    assert packed.tolist() == [[0x8D, 0x05, 0x07], [0xE1, 0x3F, 0x02]]
+    assert torch.equal(unpack_int4_halves(packed, 5), q)
+    with pytest.raises(ValueError, match="2-D"):
+        pack_int4_halves(q.reshape(-1))
+    with pytest.raises(ValueError, match=r"q must hold codes in \[-8, 7\]"):
+        pack_int4_halves(q * 2)
+    with pytest.raises(ValueError, match=r"packed must have shape \(N, 2\) for in_features=4"):
+        unpack_int4_halves(packed, 4)
 
 
 def test_int4_equals_linear_with_groupwise_dequantized_weight() -> None:
@@ -117,9 +133,10 @@ def test_int4_equals_linear_with_groupwise_dequantized_weight() -> None:
 
 
 def test_int4_odd_number_of_codes_is_padded() -> None:
-    layer = Int4WeightLinear.from_float(make_linear(9, 3), group_size=3)  # 27 codes -> 14 bytes
-    assert layer.weight_packed.numel() == 14
-    assert layer.weight_codes().shape == (3, 9)
+    linear = make_linear(9, 3)
+    layer = Int4WeightLinear.from_float(linear, group_size=3)  # 9 codes a row -> 5 bytes
+    assert layer.weight_packed.shape == (3, 5)
+    assert torch.equal(layer.weight_codes(), quantize_weight(linear.weight, 4, group_size=3).q)
 
 
 @pytest.mark.parametrize("group_size", [48, 0, 2.0])
@@ -402,6 +419,25 @@ def test_quantize_model_errors() -> None:
     with pytest.raises(ValueError, match="layer '3'.*group_size"):
         quantize_model(model, "int4", group_size=64)  # 64 does not divide layer 3's 32 inputs
     assert isinstance(quantize_model(model, "int4", group_size=64, skip=("3",))[0], nn.Module)
+
+
+@pytest.mark.parametrize("method", ["w8a16", "int4"])
+def test_quantize_model_fused_is_one_argument_to_the_fused_kernels(method: str) -> None:
+    if method == "int4" and not int4_kernel_available():
+        pytest.skip("this PyTorch has no CPU int4 kernel")
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16))
+    fused = quantize_model(model, method, fused=True)
+    default = quantize_model(model, method)
+    assert [m.fused for m in fused if not isinstance(m, nn.ReLU)] == [True, True]
+    assert [m.fused for m in default if not isinstance(m, nn.ReLU)] == [False, False]
+    x = torch.randn(4, 64).bfloat16()
+    with torch.no_grad():  # the same formula: within bfloat16 rounding of the default path
+        torch.testing.assert_close(fused(x).float(), default(x).float(), atol=0.05, rtol=0.05)
+    with pytest.raises(ValueError, match="fused=True is for the weight-only methods"):
+        quantize_model(model, "w8a8", calibration=[torch.randn(2, 64)], fused=True)
+    if method == "int4":  # 24 outputs: the int4 kernel needs a multiple of 16
+        with pytest.raises(ValueError, match="layer '0'.*multiple of 16"):
+            quantize_model(nn.Sequential(nn.Linear(64, 24)), "int4", fused=True)
 
 
 def test_quantize_model_of_a_bare_linear() -> None:
