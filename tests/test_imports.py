@@ -42,6 +42,8 @@ ORDER = (
     "gptq",
     "awq",
     "formats",
+    "float8",
+    "block_scaled",
     "gguf_blocks",
     "runtimes",
     # the exercise checks, then the tools around the notebooks
