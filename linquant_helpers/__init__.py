@@ -23,6 +23,8 @@ Read it in lesson order:
 * :mod:`~linquant_helpers.gptq`           - GPTQ: error-compensating rounding (lesson 09)
 * :mod:`~linquant_helpers.awq`            - AWQ-style activation-aware weight scaling (lesson 09)
 * :mod:`~linquant_helpers.formats`        - FP4 E2M1, NF4 and k-means 4-bit grids (lesson 09)
+* :mod:`~linquant_helpers.float8`         - FP8 E4M3, E5M2 and FP4 from their bits (lesson 11)
+* :mod:`~linquant_helpers.block_scaled`   - MXFP8, MXFP4, NVFP4: a scale per block (lesson 11)
 * :mod:`~linquant_helpers.gguf_blocks`    - llama.cpp's Q8_0 and Q4_0 blocks (lesson 10)
 * :mod:`~linquant_helpers.runtimes`       - torchao's words, ONNX Runtime's QDQ (lesson 10)
 * :mod:`~linquant_helpers.exercises`      - the automatic checks of the exercises

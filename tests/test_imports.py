@@ -42,12 +42,14 @@ ORDER = (
     "gptq",
     "awq",
     "formats",
+    "float8",
+    "block_scaled",
     "gguf_blocks",
     "runtimes",
     "pt2e",
     # the exercise checks, then the tools around the notebooks
     "exercises.feedback",
-    *(f"exercises.lesson{n:02d}" for n in range(1, 11)),
+    *(f"exercises.lesson{n:02d}" for n in range(1, 12)),
     "exercises",
     "lessons",
     # the course's tools, behind the `linquant` command

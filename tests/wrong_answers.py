@@ -1665,5 +1665,156 @@ for _fn, _how in [
     right(*L10B, _how)(_fn)
 
 
+# ================================================================ lesson 11
+
+L11D = ("lesson11", "check_decode_e4m3")
+
+
+def _e4m3(*, bias=7, sub_exp=-6, subnormals=True, inf=False, nan=True, mbits=3, sign=True):
+    def decode_e4m3(codes):
+        s = (
+            1.0 - 2.0 * (codes >> 7).double()
+            if sign
+            else torch.ones(codes.shape, dtype=torch.float64)
+        )
+        e = ((codes >> 3) & 15).double()
+        m = (codes & 7).double()
+        normal = 2.0 ** (e - bias) * (1 + m / 2**mbits)
+        sub = 2.0**sub_exp * m / 2**mbits if subnormals else normal
+        value = s * torch.where(e > 0, normal, sub)
+        if inf:
+            return torch.where(e == 15, torch.where(m == 0, s * torch.inf, torch.nan), value)
+        return torch.where((e == 15) & (m == 7), torch.nan, value) if nan else value
+
+    return decode_e4m3
+
+
+for _fn, _mistake, _expect in [
+    (_e4m3(subnormals=False), "no subnormals: implicit 1 at e = 0", "subnormal"),
+    (_e4m3(sub_exp=-7), "subnormal exponent 0 - bias", "1 - bias = -6"),
+    (_e4m3(bias=8, sub_exp=-7), "bias 8", "bias is 7"),
+    (_e4m3(inf=True), "IEEE-style infinities at exponent 1111", "no infinities"),
+    (_e4m3(nan=False), "no NaN: 0x7F read as 480", "not 480"),
+    (_e4m3(mbits=4), "mantissa worth m / 16", "m / 8"),
+    (_e4m3(sign=False), "ignores the sign bit", "sign"),
+    (lambda codes: _e4m3()(codes).flatten(), "flattens the codes", "shape"),
+    (lambda codes: _e4m3()(codes).round().long(), "returns integers", "floating-point"),
+]:
+    wrong(*L11D, _mistake, _expect)(_fn)
+
+for _fn, _how in [
+    (
+        lambda codes: codes.to(torch.uint8).view(torch.float8_e4m3fn).float(),
+        "torch's own float8_e4m3fn view",
+    ),
+    (
+        lambda codes: torch.where(
+            (codes & 0x7F) == 0x7F,
+            torch.nan,
+            (1 - 2 * (codes >> 7)).float()
+            * torch.ldexp(
+                torch.where((codes >> 3) & 15 > 0, 8 + (codes & 7), codes & 7).float(),
+                torch.where(
+                    (codes >> 3) & 15 > 0, ((codes >> 3) & 15) - 10, torch.full_like(codes, -9)
+                ),
+            ),
+        ),
+        "integer significand times 2^(e - 10) with ldexp",
+    ),
+]:
+    right(*L11D, _how)(_fn)
+
+L11M = ("lesson11", "check_mx_scale_exponent")
+
+
+def _mx_k(*, reduce="absmax", rounding="floor", subtract=True, clamp=True, precision="frexp"):
+    def mx_scale_exponent(blocks, emax):
+        top = blocks.abs().amax(-1) if reduce == "absmax" else blocks.amax(-1)
+        if precision == "frexp":
+            _, exponent = torch.frexp(top)
+            log2 = torch.where(top > 0, exponent - 1, -torch.inf).double()
+            if rounding != "floor":
+                log2 = top.double().log2()
+        else:
+            log2 = top.log2().double()  # float32 log2
+        k = getattr(torch, rounding)(log2) - (emax if subtract else 0)
+        return k.clamp(-127, 127) if clamp else k.nan_to_num(neginf=-(2.0**31))
+
+    return mx_scale_exponent
+
+
+for _fn, _mistake, _expect in [
+    (_mx_k(reduce="max"), "max instead of max|x|", "largest magnitude"),
+    (_mx_k(rounding="ceil"), "ceil", "rounds log2(amax) down (floor), not up"),
+    (_mx_k(rounding="round"), "round", "not to nearest"),
+    (_mx_k(subtract=False), "forgets emax", "subtract emax"),
+    (_mx_k(clamp=False), "no clamp", "clamp k to [-127, 127]"),
+    (_mx_k(precision="float32"), "float32 log2", "torch.frexp"),
+    (
+        lambda blocks, emax: _mx_k()(blocks, emax).unsqueeze(-1),
+        "keeps the block dimension",
+        "size 1",
+    ),
+    (lambda blocks, emax: _mx_k()(blocks, emax)[:-1], "drops a block", "shape"),
+]:
+    wrong(*L11M, _mistake, _expect)(_fn)
+
+for _fn, _how in [
+    (
+        lambda blocks, emax: (blocks.abs().amax(-1).double().log2().floor() - emax).clamp(
+            -127, 127
+        ),
+        "log2 in float64, then floor",
+    ),
+    (
+        lambda blocks, emax: (
+            ((blocks.abs().amax(-1).view(torch.int32) >> 23) & 0xFF) - 127 - emax
+        ).clamp(-127, 127),
+        "the float32 exponent bits, as torchao reads them",
+    ),
+]:
+    right(*L11M, _how)(_fn)
+
+L11N = ("lesson11", "check_nvfp4_scales")
+
+
+def _nv(*, t_div=448 * 6, by_t=True, by_six=True, to_e4m3=True, reduce="absmax", group=16):
+    def nvfp4_scales(x):
+        t = x.abs().amax() / t_div
+        b = x.reshape(x.shape[0], -1, group)
+        top = b.abs().amax(-1) if reduce == "absmax" else b.amax(-1)
+        s = top / (6 if by_six else 1) / (t if by_t else 1)
+        s = s.clamp(2.0**-6, 448)
+        return t, (s.to(torch.float8_e4m3fn) if to_e4m3 else s)
+
+    return nvfp4_scales
+
+
+for _fn, _mistake, _expect in [
+    (_nv(t_div=448), "t = max|x| / 448", "divide by E2M1's 6 too"),
+    (_nv(t_div=6), "t = max|x| / 6", "span E4M3's range"),
+    (_nv(to_e4m3=False), "block scales left in float32", "round the block scales to E4M3"),
+    (_nv(by_t=False), "one level: forgets t", "divided by t"),
+    (_nv(by_six=False), "forgets / 6", "divide max|block| by 6"),
+    (_nv(reduce="max"), "max instead of max|x|", "largest magnitude"),
+    (_nv(group=32), "blocks of 32", "block of 16"),
+    (lambda x: _nv()(x)[1], "returns only s", "pair"),
+]:
+    wrong(*L11N, _mistake, _expect)(_fn)
+
+for _fn, _how in [
+    (
+        lambda x: (
+            float(x.abs().max() / 2688),
+            (x.view(x.shape[0], -1, 16).abs().amax(-1) * (2688 / x.abs().max()) / 6)
+            .clamp(max=448)
+            .to(torch.float8_e4m3fn)
+            .float(),
+        ),
+        "t as a Python float, s as float32 values",
+    ),
+]:
+    right(*L11N, _how)(_fn)
+
 CATALOGUE: tuple[WrongAnswer, ...] = tuple(_wrong)
 RIGHT_VARIANTS: tuple[RightAnswer, ...] = tuple(_right)
