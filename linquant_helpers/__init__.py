@@ -25,6 +25,9 @@ Read it in lesson order:
 * :mod:`~linquant_helpers.formats`        - FP4 E2M1, NF4 and k-means 4-bit grids (lesson 09)
 * :mod:`~linquant_helpers.gguf_blocks`    - llama.cpp's Q8_0 and Q4_0 blocks (lesson 10)
 * :mod:`~linquant_helpers.runtimes`       - torchao's words, ONNX Runtime's QDQ (lesson 10)
+* :mod:`~linquant_helpers.outliers`       - LLM.int8(): outlier columns kept in float (lesson 12)
+* :mod:`~linquant_helpers.rotations`      - Hadamard rotations that spread outliers (lesson 12)
+* :mod:`~linquant_helpers.kv_cache`       - keys and values in a few bits; cache bytes (lesson 12)
 * :mod:`~linquant_helpers.exercises`      - the automatic checks of the exercises
 
 Run every notebook headless with ``python -m linquant_helpers.run_notebooks``.

@@ -44,9 +44,13 @@ ORDER = (
     "formats",
     "gguf_blocks",
     "runtimes",
+    "outliers",
+    "rotations",
+    "kv_cache",
     # the exercise checks, then the tools around the notebooks
     "exercises.feedback",
     *(f"exercises.lesson{n:02d}" for n in range(1, 11)),
+    "exercises.lesson12",
     "exercises",
     "lessons",
     "run_notebooks",
