@@ -124,8 +124,8 @@ def llm_int8_matmul(
 class LLMInt8Linear(nn.Module):
     """``y = llm_int8_matmul(x, W, threshold) + b``, a drop-in for ``nn.Linear``.
 
-    The weight's codes and row scales are computed once. ``float_columns`` holds how
-    many input columns the last call kept in float.
+    The weight's codes and row scales are computed once. ``seen`` marks the input
+    columns that some call kept in float (``seen.sum()`` counts them).
     """
 
     def __init__(
@@ -146,11 +146,11 @@ class LLMInt8Linear(nn.Module):
         self.register_buffer("codes", codes)
         self.register_buffer("scale", scale)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
-        self.float_columns = 0
+        self.register_buffer("seen", torch.zeros(weight.shape[1], dtype=torch.bool))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outliers = outlier_columns(x, self.threshold)
-        self.float_columns = int(outliers.sum())
+        self.seen |= outliers
         y = _decomposed(x, self.weight, self.codes, self.scale, outliers, self.act_bits)
         return y if self.bias is None else y + self.bias
 

@@ -12,8 +12,8 @@ such a ``Q``, and it turns a spike into a flat vector: every output is
 * :func:`block_hadamard_transform` - a block-diagonal Hadamard rotation, for any multiple of
   a power-of-two block;
 * :func:`random_orthogonal` - a random (Haar) orthogonal matrix, to compare with;
-* :class:`RotatedInput`, :func:`simulate_rotated` - a model whose linear layers quantize
-  the rotated input ``x Q`` and the rotated weight ``W Q`` (simulated, online rotation).
+* :class:`RotatedInput`, :func:`rotated_linear`, :func:`simulate_rotated` - linear layers
+  that quantize the rotated input ``x Q`` and the rotated weight ``W Q`` (simulated, online).
 """
 
 from __future__ import annotations
@@ -201,6 +201,26 @@ class RotatedInput(nn.Module):
         return f"rotate={getattr(self.rotate, '__name__', self.rotate)}"
 
 
+def rotated_linear(
+    linear: nn.Linear,
+    *,
+    bits: int = 8,
+    act_bits: int | None = None,
+    rotate: Callable[[torch.Tensor], torch.Tensor] = hadamard_rotate,
+) -> RotatedInput:
+    """``linear`` with its input rotated online and both operands quantized (simulated).
+
+    ``RotatedInput(rotate, SimulatedW8A8Linear(W Q))``: the input is rotated,
+    ``x Q = rotate(x)``, then quantized per token at ``act_bits`` (default ``bits``);
+    the weight ``W Q = rotate(W)`` (each row rotated) is quantized per output channel at
+    ``bits``. Without quantization the output equals ``linear``'s, ``(x Q)(W Q)^T = x W^T``.
+    """
+    rotated = copy.deepcopy(linear)
+    rotated.weight.data = rotate(linear.weight.detach())
+    layer = SimulatedW8A8Linear(rotated, bits=bits, act_bits=act_bits, act_axis=0)
+    return RotatedInput(rotate, layer)
+
+
 def simulate_rotated(
     model: nn.Module,
     *,
@@ -208,24 +228,16 @@ def simulate_rotated(
     act_bits: int | None = None,
     rotate: Callable[[torch.Tensor], torch.Tensor] = hadamard_rotate,
 ) -> nn.Module:
-    """A copy of ``model`` whose quantizable linear layers rotate their input online.
+    """A copy of ``model`` whose quantizable ``nn.Linear`` layers are :func:`rotated_linear`.
 
-    Each ``nn.Linear`` becomes ``RotatedInput(rotate, SimulatedW8A8Linear(W Q))``:
-    the input is rotated, ``x Q = rotate(x)``, then quantized per token at
-    ``act_bits`` (default ``bits``); the weight ``W Q = rotate(W)`` (each row rotated)
-    is quantized per output channel at ``bits``. Without quantization the output
-    equals the original, ``(x Q)(W Q)^T = x W^T``. ``model`` is not modified.
+    ``model`` is not modified.
     """
-
-    def convert(name: str, layer: nn.Linear) -> RotatedInput:
-        rotated = copy.deepcopy(layer)
-        rotated.weight.data = rotate(layer.weight.detach())
-        return RotatedInput(
-            rotate, SimulatedW8A8Linear(rotated, bits=bits, act_bits=act_bits, act_axis=0)
-        )
-
     copied = copy.deepcopy(model)
-    return replace_modules(copied, list(quantizable_layers(copied, (nn.Linear,))), convert)
+    return replace_modules(
+        copied,
+        list(quantizable_layers(copied, (nn.Linear,))),
+        lambda name, layer: rotated_linear(layer, bits=bits, act_bits=act_bits, rotate=rotate),
+    )
 
 
 def orthogonality_error(q: torch.Tensor) -> float:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -164,27 +164,35 @@ def _rows(value: Any, rows: torch.Tensor, width: int) -> Any:
     return value[rows, :width] if isinstance(value, torch.Tensor) and value.ndim == 2 else value
 
 
+def length_batches(
+    features: dict[str, Any], batches: int
+) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
+    """Split tokenized ``features`` into ``batches`` batches of texts of similar length.
+
+    Yields ``(rows, part)``: the indices of the texts in ``features`` and their features,
+    cut to the longest of them. Needs ``features["attention_mask"]`` and padding on the
+    right (BERT's tokenizer); raises ``ValueError`` for ``batches < 1``.
+    """
+    check_int(batches, "batches", low=1)
+    lengths = features["attention_mask"].sum(dim=1)
+    for rows in torch.argsort(lengths, stable=True).tensor_split(batches):  # a few batches
+        if len(rows):
+            width = int(lengths[rows].max())
+            yield rows, {k: _rows(v, rows, width) for k, v in features.items()}
+
+
 @torch.inference_mode()
 def embed_by_length(model: nn.Module, features: dict[str, Any], batches: int) -> torch.Tensor:
-    """:func:`embed` in ``batches`` batches of texts of similar length, each cut to its longest.
+    """:func:`embed` in the ``batches`` batches of :func:`length_batches`.
 
     Padding is masked out of attention and pooling, so the embeddings are :func:`embed`'s
     up to float rounding, for less work: the benchmark's batch is about half padding.
-    Rows come back in the order of ``features``. Needs ``features["attention_mask"]``
-    and padding on the right (BERT's tokenizer); raises ``ValueError`` for ``batches < 1``.
+    Rows come back in the order of ``features``. Raises ``ValueError`` for ``batches < 1``.
     """
-    check_int(batches, "batches", low=1)
-    mask = features["attention_mask"]
-    lengths = mask.sum(dim=1)
-    out: torch.Tensor | None = None
-    for rows in torch.argsort(lengths, stable=True).tensor_split(batches):  # a few batches
-        if not len(rows):
-            continue
-        width = int(lengths[rows].max())
-        part = embed(model, {k: _rows(v, rows, width) for k, v in features.items()})
-        out = part.new_empty(len(lengths), part.shape[1]) if out is None else out
-        out[rows] = part
-    assert out is not None
+    parts = [(rows, embed(model, part)) for rows, part in length_batches(features, batches)]
+    out = parts[0][1].new_empty(sum(len(rows) for rows, _ in parts), parts[0][1].shape[1])
+    for rows, e in parts:
+        out[rows] = e
     return out
 
 
