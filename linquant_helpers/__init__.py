@@ -27,6 +27,9 @@ Read it in lesson order:
 * :mod:`~linquant_helpers.block_scaled`   - MXFP8, MXFP4, NVFP4: a scale per block (lesson 11)
 * :mod:`~linquant_helpers.gguf_blocks`    - llama.cpp's Q8_0 and Q4_0 blocks (lesson 10)
 * :mod:`~linquant_helpers.runtimes`       - torchao's words, ONNX Runtime's QDQ (lesson 10)
+* :mod:`~linquant_helpers.outliers`       - LLM.int8(): outlier columns kept in float (lesson 12)
+* :mod:`~linquant_helpers.rotations`      - Hadamard rotations that spread outliers (lesson 12)
+* :mod:`~linquant_helpers.kv_cache`       - keys and values in a few bits; cache bytes (lesson 12)
 * :mod:`~linquant_helpers.exercises`      - the automatic checks of the exercises
 
 The course's own tools (running the notebooks, the site, the progress report, the

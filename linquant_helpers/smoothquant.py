@@ -111,7 +111,8 @@ class SimulatedW8A8Linear(nn.Module):
     ``Q_w``: symmetric absmax weights per output channel
     (:func:`~linquant_helpers.weights.fake_quantize_weight` with ``axis=0``), computed
     once. ``Q_a``: dynamic :func:`fake_quantize_activation` on every call, per
-    tensor (``act_axis=None``) or per token (``act_axis=0``). ``smooth`` is
+    tensor (``act_axis=None``) or per token (``act_axis=0``), at ``act_bits``
+    (default ``bits``; lesson 12's W4A8 has ``bits=4, act_bits=8``). ``smooth`` is
     SmoothQuant's ``s`` (``(in,)``, see :func:`smoothquant_scales`), or ``None``
     for no migration.
     """
@@ -123,6 +124,7 @@ class SimulatedW8A8Linear(nn.Module):
         bits: int = 8,
         act_axis: int | None = None,
         smooth: torch.Tensor | None = None,
+        act_bits: int | None = None,
     ) -> None:
         super().__init__()
         weight = linear.weight.detach()
@@ -132,16 +134,18 @@ class SimulatedW8A8Linear(nn.Module):
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
         self.register_buffer("smooth", smooth)
         self.bits, self.act_axis = bits, act_axis
+        self.act_bits = bits if act_bits is None else act_bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.smooth is not None:
             x = x / self.smooth
-        x = fake_quantize_activation(x, self.bits, axis=self.act_axis)
+        x = fake_quantize_activation(x, self.act_bits, axis=self.act_axis)
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         where = "per tensor" if self.act_axis is None else "per token"
-        return f"W{self.bits}A{self.bits}, activations {where}, smooth={self.smooth is not None}"
+        smooth = self.smooth is not None
+        return f"W{self.bits}A{self.act_bits}, activations {where}, smooth={smooth}"
 
 
 def simulate_w8a8(
@@ -151,6 +155,7 @@ def simulate_w8a8(
     act_absmax: dict[str, torch.Tensor] | None = None,
     alpha: float = 0.5,
     bits: int = 8,
+    act_bits: int | None = None,
 ) -> nn.Module:
     """A copy of ``model`` with every quantizable ``nn.Linear``
     (:func:`~linquant_helpers.surgery.quantizable_layers`) replaced by
@@ -159,7 +164,8 @@ def simulate_w8a8(
     The layers named in ``act_absmax`` (per-channel maxima from
     :func:`activation_absmax` on calibration data) first migrate their
     activation outliers into their weights with :func:`smoothquant_scales` at
-    ``alpha``; the others are not smoothed. ``model`` itself is not modified.
+    ``alpha``; the others are not smoothed. Weights at ``bits``, activations at
+    ``act_bits`` (default ``bits``). ``model`` itself is not modified.
     """
     act_absmax = act_absmax or {}
 
@@ -167,7 +173,9 @@ def simulate_w8a8(
         smooth = None
         if name in act_absmax:
             smooth = smoothquant_scales(act_absmax[name], layer.weight, alpha)
-        return SimulatedW8A8Linear(layer, bits=bits, act_axis=act_axis, smooth=smooth)
+        return SimulatedW8A8Linear(
+            layer, bits=bits, act_axis=act_axis, smooth=smooth, act_bits=act_bits
+        )
 
     quantized = copy.deepcopy(model)
     return replace_modules(quantized, list(quantizable_layers(quantized, (nn.Linear,))), simulate)

@@ -47,9 +47,12 @@ ORDER = (
     "gguf_blocks",
     "runtimes",
     "pt2e",
+    "outliers",
+    "rotations",
+    "kv_cache",
     # the exercise checks, then the tools around the notebooks
     "exercises.feedback",
-    *(f"exercises.lesson{n:02d}" for n in range(1, 12)),
+    *(f"exercises.lesson{n:02d}" for n in range(1, 14)),
     "exercises",
     "lessons",
     # the course's tools, behind the `linquant` command

@@ -3,11 +3,13 @@ the benchmark's texts, and a smoke test of the real model."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import socket
 import sys
 
 import pytest
+import torch
 
 from linquant_helpers import sentence_model as sm
 from linquant_helpers.smoothquant import activation_absmax
@@ -177,3 +179,29 @@ def test_tokenize_refuses_one_string_instead_of_a_list() -> None:
     assert model.seen == []
     assert sm.tokenize(model, ("one text",)) == {"input_ids": [[8]]}
     assert model.seen == [["one text"]]
+def test_length_batches_group_by_length_and_cut_the_padding() -> None:
+    mask = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0]])
+    features = {
+        "input_ids": torch.arange(16).reshape(4, 4),
+        "attention_mask": mask,
+        "modality": "t",
+    }
+    parts = list(sm.length_batches(features, 2))
+    assert [rows.tolist() for rows, _ in parts] == [[1, 3], [2, 0]]
+    assert [tuple(p["input_ids"].shape) for _, p in parts] == [(2, 2), (2, 4)]
+    assert parts[0][1]["modality"] == "t"  # entries that are not (batch, tokens) pass through
+    assert torch.equal(parts[1][1]["input_ids"], features["input_ids"][[2, 0]])
+    with pytest.raises(ValueError, match="batches"):
+        list(sm.length_batches(features, 0))
+
+
+@needs_model
+def test_embedding_by_length_is_embedding(real_model) -> None:
+    bench = sm.make_benchmark(real_model)
+    model64 = copy.deepcopy(real_model).double()
+    whole = sm.embed(model64, bench.features)
+    by_length = sm.embed_by_length(model64, bench.features, 4)
+    torch.testing.assert_close(by_length, whole, rtol=0, atol=1e-6)  # float32 embeddings
+    assert bench.score(model64, batches=4)["spearman"] == pytest.approx(
+        bench.score(model64)["spearman"], abs=1e-12
+    )

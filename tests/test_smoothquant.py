@@ -152,3 +152,14 @@ def test_simulate_w8a8_smooths_only_the_named_layers_and_copies() -> None:
 def test_smoothquant_scales_refuses_what_would_give_nan_or_zero(act, weight, alpha, exc, message):
     with pytest.raises(exc, match=re.escape(message)):
         smoothquant_scales(act, weight, alpha)
+def test_act_bits_sets_the_activation_width_only() -> None:
+    gen = torch.Generator().manual_seed(9)
+    layer = nn.Linear(32, 6).double()
+    x = torch.randn(5, 32, dtype=torch.float64, generator=gen)
+    got = SimulatedW8A8Linear(layer, bits=4, act_bits=8, act_axis=0)(x)
+    w_q = fake_quantize_weight(layer.weight.detach(), 4, axis=0)
+    x_q = fake_quantize_activation(x, 8, axis=0)
+    torch.testing.assert_close(got, F.linear(x_q, w_q, layer.bias), rtol=0, atol=0)
+    same = simulate_w8a8(nn.Sequential(layer), act_axis=0, bits=4, act_bits=8)
+    torch.testing.assert_close(same(x), got, rtol=0, atol=0)
+    assert "W4A8" in repr(same)

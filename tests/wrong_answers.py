@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 import torch
 
 from linquant_helpers import (
@@ -1815,6 +1816,107 @@ for _fn, _how in [
     ),
 ]:
     right(*L11N, _how)(_fn)
+# ================================================================ lesson 12
+
+L12H = ("lesson12", "check_hadamard_transform")
+
+
+def _fwht(*, sign=1, stages=None, scale=lambda n: n**-0.5, dim=2, dtype=None):
+    def hadamard_transform(x):
+        n = x.shape[-1]
+        y, h, k = x.reshape(-1, n), 1, 0
+        while h < n and (stages is None or k < stages):
+            pairs = y.reshape(-1, n // (2 * h), 2, h)
+            a, b = pairs[:, :, 0], pairs[:, :, 1]
+            y = torch.stack((a + b, sign * (a - b)), dim=dim)
+            h, k = h * 2, k + 1
+        y = y.reshape(x.shape) * scale(n)
+        return y if dtype is None else y.to(dtype)
+
+    return hadamard_transform
+
+
+for _fn, _mistake, _expect in [
+    (_fwht(scale=lambda n: 1.0), "not normalized", "not normalized"),
+    (_fwht(scale=lambda n: 1 / n), "divides by n", "divide by sqrt(n)"),
+    (_fwht(sign=-1), "b - a instead of a - b", "not b - a"),
+    (_fwht(stages=1), "only the first stage", "only the first stage"),
+    (_fwht(dim=3), "a + b and a - b interleaved", "wrong order"),
+    (_fwht(dtype=torch.float32), "returns float32", "dtype"),
+    (lambda x: _fwht()(x).reshape(-1, x.shape[-1]), "flattens the leading dimensions", "shape"),
+    (lambda x: x / x.shape[-1] ** 0.5, "no butterfly at all", "expected"),
+    (lambda x: 1.0, "returns a number", "must return a torch.Tensor"),
+]:
+    wrong(*L12H, _mistake, _expect)(_fn)
+
+for _fn, _how in [
+    (_fwht(scale=lambda n: 1.0 / 2 ** (0.5 * (n.bit_length() - 1))), "one scale 2^(-k/2)"),
+    (
+        lambda x: (
+            x @ torch.tensor(scipy.linalg.hadamard(x.shape[-1]), dtype=x.dtype) / x.shape[-1] ** 0.5
+        ),
+        "SciPy's dense Hadamard matrix (O(n^2), same numbers)",
+    ),
+    (
+        lambda x: (
+            x
+            if x.shape[-1] == 1
+            else torch.cat(
+                [
+                    _fwht()(x[..., : x.shape[-1] // 2] + x[..., x.shape[-1] // 2 :]),
+                    _fwht()(x[..., : x.shape[-1] // 2] - x[..., x.shape[-1] // 2 :]),
+                ],
+                dim=-1,
+            )
+            / 2**0.5
+        ),
+        "recursive halves: H_2m = [[H_m, H_m], [H_m, -H_m]]",
+    ),
+]:
+    right(*L12H, _how)(_fn)
+
+L12O = ("lesson12", "check_outlier_columns")
+
+for _fn, _mistake, _expect in [
+    (lambda x, t: (x >= t).reshape(-1, x.shape[-1]).any(0), "no absolute value", "|x|, not x"),
+    (lambda x, t: (x.abs() > t).reshape(-1, x.shape[-1]).any(0), "> instead of >=", "use >="),
+    (
+        lambda x, t: (x.abs() >= 6.0).reshape(-1, x.shape[-1]).any(0),
+        "fixed 6.0",
+        "threshold argument",
+    ),
+    (lambda x, t: (x.abs() >= t).any(0), "reduces over the first dimension only", "every token"),
+    (lambda x, t: (x.abs() >= t).any(-1), "one entry per token", "one entry per feature column"),
+    (
+        lambda x, t: (x.abs() >= t).reshape(-1, x.shape[-1]).any(0).nonzero().flatten(),
+        "returns the indices",
+        "not the indices",
+    ),
+    (
+        lambda x, t: (x.abs() >= t).reshape(-1, x.shape[-1]).float().amax(0),
+        "a float mask",
+        "bool mask",
+    ),
+    (
+        lambda x, t: x.abs().reshape(-1, x.shape[-1]).mean(0) >= t,
+        "the mean over tokens",
+        "outlier columns are",
+    ),
+    (lambda x, t: [2, 5], "returns a list", "must return a torch.Tensor"),
+]:
+    wrong(*L12O, _mistake, _expect)(_fn)
+
+for _fn, _how in [
+    (lambda x, t: x.abs().reshape(-1, x.shape[-1]).amax(0) >= t, "the column maximum of |x|"),
+    (
+        lambda x, t: torch.logical_or(
+            (x >= t).flatten(0, -2).any(0), (x <= -t).flatten(0, -2).any(0)
+        ),
+        "both tails, flatten instead of reshape",
+    ),
+]:
+    right(*L12O, _how)(_fn)
+
 
 CATALOGUE: tuple[WrongAnswer, ...] = tuple(_wrong)
 RIGHT_VARIANTS: tuple[RightAnswer, ...] = tuple(_right)
