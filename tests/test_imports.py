@@ -43,6 +43,7 @@ ORDER = (
     "awq",
     "formats",
     "gguf_blocks",
+    "kquants",
     "runtimes",
     # the exercise checks, then the tools around the notebooks
     "exercises.feedback",
