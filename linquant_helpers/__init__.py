@@ -25,6 +25,7 @@ Read it in lesson order:
 * :mod:`~linquant_helpers.formats`        - FP4 E2M1, NF4 and k-means 4-bit grids (lesson 09)
 * :mod:`~linquant_helpers.gguf_blocks`    - llama.cpp's Q8_0 and Q4_0 blocks (lesson 10)
 * :mod:`~linquant_helpers.kquants`        - llama.cpp's K-quants Q4_K and Q6_K, importance matrix
+* :mod:`~linquant_helpers.gguf_matmul`    - llama.cpp's W4A8 matmul: Q8 activations, integer sums
 * :mod:`~linquant_helpers.runtimes`       - torchao's words, ONNX Runtime's QDQ (lesson 10)
 * :mod:`~linquant_helpers.exercises`      - the automatic checks of the exercises
 

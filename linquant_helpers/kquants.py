@@ -57,6 +57,32 @@ def _f32(value: float) -> torch.Tensor:
     return torch.tensor(value, dtype=torch.float32)
 
 
+def _div(numerator: float, denominator: torch.Tensor) -> torch.Tensor:
+    """``numerator / denominator`` rounded once, as C's float division.
+
+    ``63 / t`` in PyTorch computes ``t.reciprocal() * 63``: two roundings, which
+    moves a quarter of the results by one bit, and one bit moves a code.
+    """
+    return torch.full_like(denominator, numerator) / denominator
+
+
+def _sqrt(x: torch.Tensor) -> torch.Tensor:
+    """float32 ``sqrtf(x)``, rounded once, for ``x >= 0``.
+
+    ``torch.sqrt`` is not correctly rounded on a CPU (about 18% of float32 results
+    and 1.4% of float64 results differ in the last bit from IEEE ``sqrt``). Take the
+    float64 root rounded to float32, ``r``, then move it one step where the exact
+    midpoints ``r -/+ ulp/2`` show it is on the wrong side: their squares fit in
+    float64 exactly (25-bit numbers), and a float32 ``x`` never equals one (no ties).
+    """
+    r = torch.sqrt(x.double()).float()
+    half_ulp = (torch.nextafter(r, torch.full_like(r, float("inf"))) - r).double() / 2
+    rd, xd = r.double(), x.double()
+    low, high = (rd - half_ulp) ** 2, (rd + half_ulp) ** 2
+    r = torch.where(xd < low, torch.nextafter(r, torch.zeros_like(r)), r)
+    return torch.where(xd > high, torch.nextafter(r, torch.full_like(r, float("inf"))), r)
+
+
 def _seq_sum(terms: torch.Tensor) -> torch.Tensor:
     """``terms[..., 0] + terms[..., 1] + ...`` in float32, left to right, as C's loop adds.
 
@@ -147,8 +173,8 @@ def _fit_scale_min(
     sum_w = _seq_sum(w)
     sum_x = _seq_sum(w * x)
 
-    iscale = nmax / torch.where(flat, torch.ones_like(mx), mx - mn)
-    scale = 1 / iscale
+    iscale = _div(nmax, torch.where(flat, torch.ones_like(mx), mx - mn))
+    scale = _div(1, iscale)
     codes = torch.round(iscale[..., None] * (x - mn[..., None])).clamp(0, nmax)
     diff = scale[..., None] * codes + mn[..., None] - x
     best = _seq_sum(w * (diff * diff))
@@ -223,14 +249,14 @@ def _fit_positive_codes(
     mx = values.amax(-1).clamp(min=0.0)
     zero = mx < _EPS
     mx_safe = torch.where(zero, torch.ones_like(mx), mx)
-    iscale = nmax / mx_safe
+    iscale = _div(nmax, mx_safe)
     codes = torch.round(iscale[..., None] * values)
-    diff = values - (1 / iscale)[..., None] * codes
+    diff = values - _div(1, iscale)[..., None] * codes
     best = _seq_sum(weights * diff * diff)
     for step in (-4, -3, -2, -1, 1, 2, 3, 4):
         trial_iscale = (_f32(0.1) * step + nmax) / mx_safe
         trial = torch.round(trial_iscale[..., None] * values).clamp(max=nmax)
-        diff = values - (1 / trial_iscale)[..., None] * trial
+        diff = values - _div(1, trial_iscale)[..., None] * trial
         error = _seq_sum(weights * diff * diff)
         better = error < best
         best = torch.where(better, error, best)
@@ -279,14 +305,14 @@ def quantize_q4_k(x: torch.Tensor, imatrix: torch.Tensor | None = None) -> torch
 
     if weights_in is None:
         sum_x2 = _seq_sum(blocks * blocks)
-        av_x = torch.sqrt(sum_x2 / 32)
+        av_x = _sqrt(sum_x2 / 32)
         weights = av_x[..., None] + blocks.abs()
         scales, mins, codes = _fit_scale_min(blocks, weights, 15, -1.0, 0.1, 20)
         # C starts both at +0.0 and takes a value only if it is larger: never -0.0
         max_scale = _positive_part(scales.amax(-1))
         max_min = _positive_part(mins.amax(-1))
-        inv_scale = torch.where(max_scale > 0, 63 / max_scale, 0.0)
-        inv_min = torch.where(max_min > 0, 63 / max_min, 0.0)
+        inv_scale = torch.where(max_scale > 0, _div(63, max_scale), 0.0)
+        inv_min = torch.where(max_min > 0, _div(63, max_min), 0.0)
         # C stores nearest_int(...) in a uint8_t (mod 256), then takes MIN(63, .)
         ls = torch.remainder(torch.round(inv_scale[..., None] * scales), 256).clamp(max=63)
         lm = torch.remainder(torch.round(inv_min[..., None] * mins), 256).clamp(max=63)
@@ -296,7 +322,7 @@ def quantize_q4_k(x: torch.Tensor, imatrix: torch.Tensor | None = None) -> torch
         flat = blocks.reshape(rows, cols // SUPER_BLOCK, SUPER_BLOCK)
         sigma2 = 2 * _seq_sum(flat * flat) / SUPER_BLOCK
         qw = weights_in.reshape(cols // SUPER_BLOCK, 8, 32)
-        weights = qw * torch.sqrt(sigma2[..., None, None] + blocks * blocks)
+        weights = qw * _sqrt(sigma2[..., None, None] + blocks * blocks)
         sw = _seq_sum(weights)
         scales, mins, codes = _fit_scale_min(blocks, weights, 15, -0.9, 0.05, 36)
         d_block, ls = _fit_positive_codes(scales, sw, 63)
@@ -335,18 +361,26 @@ def _super_blocks(raw: object, fmt: str) -> torch.Tensor:
     return raw.reshape(raw.shape[0], -1, size)
 
 
-def dequantize_q4_k(raw: torch.Tensor) -> torch.Tensor:
-    """GGUF Q4_K bytes ``(rows, n * 144)`` back to float32 weights ``(rows, n * 256)``:
-    ``w_hat = (d * sc_b) * q - (dmin * m_b)``."""
+def decode_q4_k(raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """GGUF Q4_K bytes ``(rows, n * 144)`` as their fields ``(d, dmin, sc, m, q)``:
+    float32 ``d`` and ``dmin`` ``(rows, n)``, int32 ``sc`` and ``m`` ``(rows, n, 8)`` in
+    ``[0, 63]``, uint8 codes ``q`` ``(rows, n, 8, 32)`` in ``[0, 15]``."""
     blocks = _super_blocks(raw, "Q4_K")
     rows, n = blocks.shape[:2]
     d, dmin = _from_half_bytes(blocks[..., 0:2]), _from_half_bytes(blocks[..., 2:4])
     sc, m = unpack_scale_min(blocks[..., 4:16])
     qs = blocks[..., 16:].reshape(rows, n, 4, 32)
-    codes = torch.stack([qs & 0xF, qs >> 4], dim=-2).reshape(rows, n, 8, 32)
+    q = torch.stack([qs & 0xF, qs >> 4], dim=-2).reshape(rows, n, 8, 32)
+    return d, dmin, sc, m, q
+
+
+def dequantize_q4_k(raw: torch.Tensor) -> torch.Tensor:
+    """GGUF Q4_K bytes ``(rows, n * 144)`` back to float32 weights ``(rows, n * 256)``:
+    ``w_hat = (d * sc_b) * q - (dmin * m_b)``."""
+    d, dmin, sc, m, q = decode_q4_k(raw)
     step = (d[..., None] * sc)[..., None]
     offset = (dmin[..., None] * m)[..., None]
-    return (step * codes - offset).reshape(rows, n * SUPER_BLOCK)
+    return (step * q - offset).reshape(q.shape[0], -1)
 
 
 # --- Q6_K: one signed scale per sub-block of 16 ------------------------------------------
@@ -373,7 +407,7 @@ def _fit_symmetric(
         q = torch.round(iscale[..., None] * x).clamp(-nmax, nmax - 1)
         return q, _seq_sum(w * x * q), _seq_sum(w * q * q)
 
-    codes, sumlx, suml2 = codes_for(-nmax / mx_safe)
+    codes, sumlx, suml2 = codes_for(_div(-nmax, mx_safe))
     scale = torch.where(suml2 != 0, sumlx / torch.where(suml2 != 0, suml2, 1.0), 0.0)
     best = scale * sumlx
     for step in (-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9):
@@ -409,8 +443,8 @@ def quantize_q6_k(x: torch.Tensor, imatrix: torch.Tensor | None = None) -> torch
     where = scales.abs().argmax(-1, keepdim=True)
     max_scale = scales.gather(-1, where).squeeze(-1)
     empty = max_scale.abs() < _EPS  # the whole super-block is written as zero bytes
-    iscale = -128 / torch.where(empty, torch.ones_like(max_scale), max_scale)
-    d = _to_half(torch.where(empty, torch.zeros_like(iscale), 1 / iscale), "d")
+    iscale = _div(-128, torch.where(empty, torch.ones_like(max_scale), max_scale))
+    d = _to_half(torch.where(empty, torch.zeros_like(iscale), _div(1, iscale)), "d")
     sc = torch.round(iscale[..., None] * scales).clamp(max=127)
     step = d.float()[..., None] * sc
     nonzero = step != 0
@@ -441,21 +475,28 @@ def quantize_q6_k(x: torch.Tensor, imatrix: torch.Tensor | None = None) -> torch
     return block.to(torch.uint8).reshape(rows, -1)
 
 
-def dequantize_q6_k(raw: torch.Tensor) -> torch.Tensor:
-    """GGUF Q6_K bytes ``(rows, n * 210)`` back to float32 weights ``(rows, n * 256)``:
-    ``w_hat = (d * sc_b) * q``, ``q`` in ``[-32, 31]``."""
+def decode_q6_k(raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """GGUF Q6_K bytes ``(rows, n * 210)`` as their fields ``(d, sc, q)``: float32 ``d``
+    ``(rows, n)``, int32 ``sc`` ``(rows, n, 16)``, int32 codes ``q`` ``(rows, n, 16, 16)`` in
+    ``[-32, 31]``, one row of 16 per sub-block, in the order of the weights."""
     blocks = _super_blocks(raw, "Q6_K")
     rows, n = blocks.shape[:2]
     ql = blocks[..., 0:128].to(torch.int32).reshape(rows, n, 2, 2, 32)
     qh = blocks[..., 128:192].to(torch.int32).reshape(rows, n, 2, 1, 32)
-    sc = blocks[..., 192:208].view(torch.int8).float().reshape(rows, n, 16)
+    sc = blocks[..., 192:208].view(torch.int8).to(torch.int32)
     d = _from_half_bytes(blocks[..., 208:210])
     low = torch.cat([ql & 0xF, ql >> 4], dim=-2)  # quarters 0, 1 (low nibbles), 2, 3 (high)
     high = torch.cat([(qh >> shift) & 3 for shift in (0, 2, 4, 6)], dim=-2)
-    codes = (low | (high << 4)) - 32  # (rows, n, 2, 4, 32)
-    step = (d[..., None] * sc).reshape(rows, n, 2, 4, 2, 1)
-    w_hat = step * codes.reshape(rows, n, 2, 4, 2, 16)
-    return w_hat.reshape(rows, n * SUPER_BLOCK)
+    q = (low | (high << 4)) - 32  # (rows, n, 2 halves of 128, 4 quarters of 32, 32)
+    return d, sc, q.reshape(rows, n, 16, 16)
+
+
+def dequantize_q6_k(raw: torch.Tensor) -> torch.Tensor:
+    """GGUF Q6_K bytes ``(rows, n * 210)`` back to float32 weights ``(rows, n * 256)``:
+    ``w_hat = (d * sc_b) * q``, ``q`` in ``[-32, 31]``."""
+    d, sc, q = decode_q6_k(raw)
+    step = (d[..., None] * sc.float())[..., None]
+    return (step * q).reshape(q.shape[0], -1)
 
 
 def importance_matrix(inputs: torch.Tensor) -> torch.Tensor:
@@ -479,6 +520,8 @@ __all__ = [
     "BITS_PER_WEIGHT",
     "BLOCK_BYTES",
     "SUPER_BLOCK",
+    "decode_q4_k",
+    "decode_q6_k",
     "dequantize_q4_k",
     "dequantize_q6_k",
     "importance_matrix",

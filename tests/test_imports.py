@@ -44,6 +44,7 @@ ORDER = (
     "formats",
     "gguf_blocks",
     "kquants",
+    "gguf_matmul",
     "runtimes",
     # the exercise checks, then the tools around the notebooks
     "exercises.feedback",

@@ -171,3 +171,13 @@ def test_all_zero_rows_give_zero_bytes_and_zero_weights() -> None:
         raw = quantize(torch.zeros(2, 512))
         assert dequantize(raw).abs().max() == 0
     assert kq.quantize_q6_k(torch.zeros(1, 256)).count_nonzero() == 0
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-3, 1.0, 1e30])
+def test_sqrt_and_division_round_once_as_ieee(scale: float) -> None:
+    # torch.sqrt and `63 / t` (a reciprocal, then a product) can be a bit off; C's are not
+    rng = np.random.default_rng(5)
+    values = (rng.random(200_000) * scale).astype(np.float32)
+    assert np.array_equal(kq._sqrt(torch.from_numpy(values)).numpy(), np.sqrt(values))
+    quotient = kq._div(63, torch.from_numpy(values + np.float32(scale))).numpy()
+    assert np.array_equal(quotient, np.float32(63) / (values + np.float32(scale)))
