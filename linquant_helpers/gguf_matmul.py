@@ -158,12 +158,28 @@ _DEQUANTIZE = {
 }
 
 
+def q8_round_trip(x: torch.Tensor, fmt: str) -> torch.Tensor:
+    """``x`` ``(..., K)`` quantized to the Q8 blocks that ``fmt`` weights multiply with
+    (Q8_0 for Q4_0/Q8_0, Q8_K for the K-quants), then dequantized: ``d * q``, in ``x``'s dtype."""
+    flat = x.reshape(-1, x.shape[-1])
+    if fmt in ("Q4_0", "Q8_0"):
+        x_hat = gguf_blocks.dequantize_blocks(*gguf_blocks.quantize_q8_0(flat))
+    else:
+        d, q = quantize_q8_k(flat)
+        x_hat = (d[..., None] * q.float()).reshape(flat.shape)
+    return x_hat.to(x.dtype).reshape(x.shape)
+
+
 class GGUFLinear(nn.Module):
     """A linear layer whose weight is stored as GGUF bytes of one of :data:`WEIGHT_FORMATS`.
 
     ``activations="float"`` multiplies float activations by the dequantized weight
-    (W4A16, what a simulation computes); ``activations="q8"`` runs llama.cpp's CPU
-    path, activations quantized to Q8_0 or Q8_K blocks and integer dot products (W4A8).
+    (W4A16, what a simulation computes); ``activations="q8"`` quantizes the
+    activations to Q8 blocks first, as llama.cpp's CPU path does (W4A8). The
+    forward pass multiplies the dequantized numbers in ``x``'s dtype: the same
+    products and sums as :func:`matmul_q4_0_q8_0` / :func:`matmul_k_q8_k`, which
+    do them as integers, up to the rounding of the float sums (the tests hold them
+    to a relative 1e-6).
     """
 
     def __init__(self, raw: torch.Tensor, fmt: str, bias: torch.Tensor | None, activations: str):
@@ -198,15 +214,17 @@ class GGUFLinear(nn.Module):
         return _DEQUANTIZE[self.fmt](self.raw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.activations == "float":
-            y = F.linear(x.float(), self.dequantized_weight())
-        elif self.fmt in ("Q4_0", "Q8_0"):
-            y = matmul_q4_0_q8_0(x, self.raw, self.fmt)
-        else:
-            y = matmul_k_q8_k(x, self.raw, self.fmt)
-        if self.bias is not None:
-            y = y + self.bias.float()
-        return y.to(x.dtype)
+        weight = self.dequantized_weight()
+        if x.shape[-1] != weight.shape[1]:
+            raise ValueError(
+                f"x must have {weight.shape[1]} features in its last dimension, "
+                f"got {tuple(x.shape)}"
+            )
+        if self.activations == "q8":
+            check_finite(x, "x")
+            x = q8_round_trip(x, self.fmt)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, weight.to(x.dtype), bias)
 
     def extra_repr(self) -> str:
         return f"fmt={self.fmt}, activations={self.activations}, raw={tuple(self.raw.shape)}"

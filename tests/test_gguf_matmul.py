@@ -61,15 +61,24 @@ def _float64_reference(x: torch.Tensor, layer: gm.GGUFLinear) -> torch.Tensor:
     return x_hat.double() @ w_hat.T + layer.bias.double()
 
 
+def _integer_matmul(x: torch.Tensor, layer: gm.GGUFLinear) -> torch.Tensor:
+    if layer.fmt in ("Q4_0", "Q8_0"):
+        return gm.matmul_q4_0_q8_0(x, layer.raw, layer.fmt) + layer.bias
+    return gm.matmul_k_q8_k(x, layer.raw, layer.fmt) + layer.bias
+
+
 @pytest.mark.parametrize("fmt", gm.WEIGHT_FORMATS)
 def test_integer_path_equals_float64_of_the_same_codes(fmt: str) -> None:
     x, linear = _data()
     layer = gm.GGUFLinear.from_float(linear, fmt, activations="q8")
-    with torch.no_grad():
-        y = layer(x).double()
     ref = _float64_reference(x, layer)
     # the integer sums are exact; only each block's float32 rescale rounds
+    y = _integer_matmul(x, layer).double()
     assert (y - ref).abs().max() <= 1e-6 * ref.abs().max()
+    # the layer multiplies the dequantized numbers: the same result, up to float sums
+    with torch.no_grad():
+        assert (layer(x).double() - y).abs().max() <= 1e-6 * ref.abs().max()
+        assert (layer(x.double()) - ref).abs().max() <= 1e-12 * ref.abs().max()
 
 
 @pytest.mark.parametrize("fmt", gm.WEIGHT_FORMATS)
@@ -77,20 +86,19 @@ def test_float_path_is_the_dequantized_weight(fmt: str) -> None:
     x, linear = _data()
     layer = gm.GGUFLinear.from_float(linear, fmt)
     with torch.no_grad():
-        expected = x @ layer.dequantized_weight().T + linear.bias
+        expected = torch.nn.functional.linear(x, layer.dequantized_weight(), linear.bias)
         assert torch.equal(layer(x), expected)
     w_hat = layer.dequantized_weight()
     assert (w_hat - linear.weight).norm() < 0.2 * linear.weight.norm()
 
 
-def test_token_chunks_do_not_change_the_result() -> None:
+def test_token_chunks_and_leading_shape_do_not_change_the_result() -> None:
     x, linear = _data(tokens=300)
-    for fmt in ("Q4_0", "Q4_K"):
-        layer = gm.GGUFLinear.from_float(linear, fmt, activations="q8")
-        with torch.no_grad():
-            whole = layer(x)
-            assert torch.equal(torch.cat([layer(x[:100]), layer(x[100:])]), whole)
-            assert torch.equal(layer(x.reshape(3, 100, -1)).reshape(300, -1), whole)
+    for fmt, matmul in (("Q4_0", gm.matmul_q4_0_q8_0), ("Q4_K", gm.matmul_k_q8_k)):
+        raw = gm.GGUFLinear.from_float(linear, fmt).raw
+        whole = matmul(x, raw, fmt)  # 300 tokens: two chunks
+        assert torch.equal(torch.cat([matmul(x[:100], raw, fmt), matmul(x[100:], raw, fmt)]), whole)
+        assert torch.equal(matmul(x.reshape(3, 100, -1), raw, fmt).reshape(300, -1), whole)
 
 
 def test_q4_k_min_term_uses_the_activation_sums() -> None:
@@ -101,8 +109,9 @@ def test_q4_k_min_term_uses_the_activation_sums() -> None:
         linear.weight.fill_(-0.5)
     layer = gm.GGUFLinear.from_float(linear, "Q4_K", activations="q8")
     x = torch.ones(1, cols)
-    with torch.no_grad():
-        assert torch.allclose(layer(x), torch.tensor([[-128.0]]), rtol=1e-3)
+    assert torch.allclose(
+        gm.matmul_k_q8_k(x, layer.raw, "Q4_K"), torch.tensor([[-128.0]]), rtol=1e-3
+    )
 
 
 def test_imatrix_reaches_the_k_quants() -> None:
