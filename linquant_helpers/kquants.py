@@ -83,15 +83,18 @@ def _sqrt(x: torch.Tensor) -> torch.Tensor:
     return torch.where(xd > high, torch.nextafter(r, torch.full_like(r, float("inf"))), r)
 
 
-def _seq_sum(terms: torch.Tensor) -> torch.Tensor:
-    """``terms[..., 0] + terms[..., 1] + ...`` in float32, left to right, as C's loop adds.
+def _seq_sum(terms: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``terms`` added along ``dim`` in float32, left to right, as C's loop adds.
 
-    ``terms.sum(-1)`` adds in another order (pairwise, vectorized), which can differ
-    in the last bit, and one bit decides which scale a search keeps.
+    ``terms.sum(dim)`` adds in another order (pairwise, vectorized), which can differ
+    in the last bit, and one bit decides which scale a search keeps. The loop runs
+    over the 16 or 32 positions of a sub-block, each step one add across all
+    sub-blocks (fastest with ``dim=0``, where each step reads a contiguous slice).
     """
-    total = terms[..., 0]
-    for i in range(1, terms.shape[-1]):
-        total = total + terms[..., i]
+    by_position = terms.movedim(dim, 0)
+    total = by_position[0]
+    for term in by_position[1:]:
+        total = total + term
     return total
 
 
@@ -167,26 +170,27 @@ def _fit_scale_min(
 
     ``x, w``: ``(..., n)``. Returns ``(scale, the_min, L)`` with ``the_min = -min >= 0``.
     """
-    mn = x.amin(-1).clamp(max=0.0)  # `if (min > 0) min = 0`
-    mx = x.amax(-1)
+    # positions first: every sum below is then n adds of contiguous slices
+    x, w = x.movedim(-1, 0).contiguous(), w.movedim(-1, 0).contiguous()
+    mn = x.amin(0).clamp(max=0.0)  # `if (min > 0) min = 0`
+    mx = x.amax(0)
     flat = mx == mn  # all equal: codes 0, scale 0
-    sum_w = _seq_sum(w)
-    sum_x = _seq_sum(w * x)
+    sum_w = _seq_sum(w, 0)
+    sum_x = _seq_sum(w * x, 0)
 
     iscale = _div(nmax, torch.where(flat, torch.ones_like(mx), mx - mn))
     scale = _div(1, iscale)
-    codes = torch.round(iscale[..., None] * (x - mn[..., None])).clamp(0, nmax)
-    diff = scale[..., None] * codes + mn[..., None] - x
-    best = _seq_sum(w * (diff * diff))
+    codes = torch.round(iscale * (x - mn)).clamp(0, nmax)
+    diff = scale * codes + mn - x
+    best = _seq_sum(w * (diff * diff), 0)
 
     for step in range(nstep + 1):
         grid = (_f32(rmin) + _f32(rdelta) * step) + nmax
-        span = torch.where(flat, torch.ones_like(mx), mx - mn)
-        iscale = grid / span
-        v = iscale[..., None] * (x - mn[..., None])
+        iscale = grid / torch.where(flat, torch.ones_like(mx), mx - mn)
+        v = iscale * (x - mn)
         trial = torch.where(v > 0, torch.round(v.clamp(max=nmax)), 0.0)  # NaN gives 0, as in C
         wl = w * trial
-        sum_l, sum_l2, sum_xl = _seq_sum(wl), _seq_sum(wl * trial), _seq_sum(wl * x)
+        sum_l, sum_l2, sum_xl = _seq_sum(wl, 0), _seq_sum(wl * trial, 0), _seq_sum(wl * x, 0)
         det = sum_w * sum_l2 - sum_l * sum_l
         ok = det > 0
         safe = torch.where(ok, det, torch.ones_like(det))
@@ -195,17 +199,17 @@ def _fit_scale_min(
         positive = this_min > 0  # the min is clamped to 0: refit the scale alone
         this_scale = torch.where(positive, sum_xl / torch.where(positive, sum_l2, 1.0), this_scale)
         this_min = torch.where(positive, torch.zeros_like(this_min), this_min)
-        diff = this_scale[..., None] * trial + this_min[..., None] - x
-        error = _seq_sum(w * (diff * diff))
+        diff = this_scale * trial + this_min - x
+        error = _seq_sum(w * (diff * diff), 0)
         better = ok & (error < best) & ~flat
-        codes = torch.where(better[..., None], trial, codes)
+        codes = torch.where(better, trial, codes)
         best = torch.where(better, error, best)
         scale = torch.where(better, this_scale, scale)
         mn = torch.where(better, this_min, mn)
 
     scale = torch.where(flat, torch.zeros_like(scale), scale)
-    codes = torch.where(flat[..., None], torch.zeros_like(codes), codes)
-    return scale, -mn, codes
+    codes = torch.where(flat, torch.zeros_like(codes), codes)
+    return scale, -mn, codes.movedim(0, -1)
 
 
 def _pack_scale_min(ls: torch.Tensor, lm: torch.Tensor) -> torch.Tensor:
@@ -402,10 +406,12 @@ def _fit_symmetric(
     mx = x.gather(-1, where).squeeze(-1)
     zero = mx.abs() < _EPS
     mx_safe = torch.where(zero, torch.ones_like(mx), mx)
+    x, w = x.movedim(-1, 0).contiguous(), w.movedim(-1, 0).contiguous()  # positions first
+    wx = w * x
 
     def codes_for(iscale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        q = torch.round(iscale[..., None] * x).clamp(-nmax, nmax - 1)
-        return q, _seq_sum(w * x * q), _seq_sum(w * q * q)
+        q = torch.round(iscale * x).clamp(-nmax, nmax - 1)
+        return q, _seq_sum(wx * q, 0), _seq_sum(w * q * q, 0)
 
     codes, sumlx, suml2 = codes_for(_div(-nmax, mx_safe))
     scale = torch.where(suml2 != 0, sumlx / torch.where(suml2 != 0, suml2, 1.0), 0.0)
@@ -413,12 +419,12 @@ def _fit_symmetric(
     for step in (-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9):
         trial, slx, sl2 = codes_for(-(nmax + _f32(0.1) * step) / mx_safe)
         better = (sl2 > 0) & (slx * slx > best * sl2)
-        codes = torch.where(better[..., None], trial, codes)
+        codes = torch.where(better, trial, codes)
         scale = torch.where(better, slx / torch.where(better, sl2, 1.0), scale)
         best = torch.where(better, scale * slx, best)
     scale = torch.where(zero, torch.zeros_like(scale), scale)
-    codes = torch.where(zero[..., None], torch.full_like(codes, -nmax), codes)
-    return scale, codes + nmax
+    codes = torch.where(zero, torch.full_like(codes, -nmax), codes)
+    return scale, codes.movedim(0, -1) + nmax
 
 
 def quantize_q6_k(x: torch.Tensor, imatrix: torch.Tensor | None = None) -> torch.Tensor:
