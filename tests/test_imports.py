@@ -48,7 +48,7 @@ ORDER = (
     "runtimes",
     # the exercise checks, then the tools around the notebooks
     "exercises.feedback",
-    *(f"exercises.lesson{n:02d}" for n in range(1, 11)),
+    *(f"exercises.lesson{n:02d}" for n in (*range(1, 11), 13)),
     "exercises",
     "lessons",
     "run_notebooks",
