@@ -19,6 +19,8 @@ order of their own (one per instruction set), so only that last rounding differs
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,7 +77,7 @@ def _block_dots(q_x: torch.Tensor, q_w: torch.Tensor) -> torch.Tensor:
     return torch.bmm(q_x.double().transpose(0, 1), q_w.double().permute(1, 2, 0)).permute(1, 2, 0)
 
 
-def _in_chunks(x: torch.Tensor, fn) -> torch.Tensor:
+def _in_chunks(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """``fn`` applied to slices of ``_TOKENS_PER_CHUNK`` rows of ``x``, concatenated."""
     return torch.cat([fn(part) for part in x.split(_TOKENS_PER_CHUNK)], dim=0)
 
