@@ -26,6 +26,8 @@ Read it in lesson order:
 * :mod:`~linquant_helpers.float8`         - FP8 E4M3, E5M2 and FP4 from their bits (lesson 11)
 * :mod:`~linquant_helpers.block_scaled`   - MXFP8, MXFP4, NVFP4: a scale per block (lesson 11)
 * :mod:`~linquant_helpers.gguf_blocks`    - llama.cpp's Q8_0 and Q4_0 blocks (lesson 10)
+* :mod:`~linquant_helpers.kquants`        - llama.cpp's K-quants Q4_K and Q6_K, importance matrix
+* :mod:`~linquant_helpers.gguf_matmul`    - llama.cpp's W4A8 matmul: Q8 activations, integer sums
 * :mod:`~linquant_helpers.runtimes`       - torchao's words, ONNX Runtime's QDQ (lesson 10)
 * :mod:`~linquant_helpers.outliers`       - LLM.int8(): outlier columns kept in float (lesson 12)
 * :mod:`~linquant_helpers.rotations`      - Hadamard rotations that spread outliers (lesson 12)

@@ -45,6 +45,8 @@ ORDER = (
     "float8",
     "block_scaled",
     "gguf_blocks",
+    "kquants",
+    "gguf_matmul",
     "runtimes",
     "pt2e",
     "outliers",

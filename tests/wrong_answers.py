@@ -1916,6 +1916,80 @@ for _fn, _how in [
     ),
 ]:
     right(*L12O, _how)(_fn)
+# ---------------------------------------------------------------- lesson 13
+
+L13U = ("lesson13", "check_unpack_scale_min")
+
+
+def _unpack(*, high="ok", mask_low=True, swap_nibbles=False, swap_sources=False, order="sm"):
+    def unpack_scale_min(packed):
+        b = packed.to(torch.int64)
+        low_s, low_m, mixed = b[:, 0:4], b[:, 4:8], b[:, 8:12]
+        top_s, top_m = (low_m, low_s) if swap_sources else (low_s, low_m)
+        lo_nib_s, lo_nib_m = (mixed & 0xF, mixed >> 4)
+        if swap_nibbles:
+            lo_nib_s, lo_nib_m = lo_nib_m, lo_nib_s
+        if high == "ok":
+            hi_s, hi_m = lo_nib_s | ((top_s >> 6) << 4), lo_nib_m | ((top_m >> 6) << 4)
+        elif high == "none":
+            hi_s, hi_m = lo_nib_s, lo_nib_m
+        else:  # "unshifted": the two bits land at bits 0-1
+            hi_s, hi_m = lo_nib_s | (top_s >> 6), lo_nib_m | (top_m >> 6)
+        first_s, first_m = (low_s & 63, low_m & 63) if mask_low else (low_s, low_m)
+        scales = torch.cat([first_s, hi_s], dim=1)
+        mins = torch.cat([first_m, hi_m], dim=1)
+        return (scales, mins) if order == "sm" else (mins, scales)
+
+    return unpack_scale_min
+
+
+for _fn, _mistake, _expect in [
+    (_unpack(high="none"), "top 2 bits of sub-blocks 4-7 dropped", "lost their top 2 bits"),
+    (_unpack(mask_low=False), "bytes 0-7 not masked with & 63", "mask"),
+    (_unpack(swap_nibbles=True), "nibbles of bytes 8-11 swapped", "nibbles"),
+    (_unpack(swap_sources=True), "top bits read from the other 4 bytes", "wrong bytes"),
+    (_unpack(high="unshifted"), "top bits not shifted by 4", "wrong place"),
+    (_unpack(order="ms"), "returns (mins, scales)", "swapped"),
+    (lambda packed: packed[:, :8], "returns the raw bytes", "pair"),
+]:
+    wrong(*L13U, _mistake, _expect)(_fn)
+
+
+def _unpack_by_loop(packed):
+    rows = []
+    for block in packed.tolist():
+        sc, mn = [], []
+        for j in range(8):
+            if j < 4:
+                sc.append(block[j] & 63)
+                mn.append(block[j + 4] & 63)
+            else:
+                sc.append((block[j + 4] & 0xF) | ((block[j - 4] >> 6) << 4))
+                mn.append((block[j + 4] >> 4) | ((block[j] >> 6) << 4))
+        rows.append((sc, mn))
+    return torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows])
+
+
+right(*L13U, "llama.cpp's get_scale_min_k4, in Python loops")(_unpack_by_loop)
+right(*L13U, "uint8 results")(lambda packed: tuple(t.to(torch.uint8) for t in _unpack()(packed)))
+
+L13I = ("lesson13", "check_importance_matrix")
+
+for _fn, _mistake, _expect in [
+    (lambda x: x.abs().reshape(-1, x.shape[-1]).mean(0), "mean of |x|", "mean of |x|"),
+    (lambda x: x.reshape(-1, x.shape[-1]).pow(2).mean(0).sqrt(), "root mean square", "square root"),
+    (lambda x: x.reshape(-1, x.shape[-1]).pow(2).sum(0), "sum, not mean", "divide by the number"),
+    (lambda x: x.reshape(-1, x.shape[-1]).var(0, unbiased=False), "variance", "variance"),
+    (lambda x: x.pow(2).mean(0), "mean over the batch only", "all tokens"),
+    (lambda x: x.pow(2).mean(-1), "mean over the columns", "one value per input column"),
+]:
+    wrong(*L13I, _mistake, _expect)(_fn)
+
+right(*L13I, "einsum over the flattened tokens")(
+    lambda x: torch.einsum("tc,tc->c", x.reshape(-1, x.shape[-1]), x.reshape(-1, x.shape[-1]))
+    / x[..., 0].numel()
+)
+right(*L13I, "mean over (0, 1) in float64")(lambda x: x.double().pow(2).mean(dim=(0, 1)))
 
 
 CATALOGUE: tuple[WrongAnswer, ...] = tuple(_wrong)
