@@ -28,6 +28,7 @@ import copy
 from collections.abc import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .affine import dequantize, quantize
@@ -70,8 +71,9 @@ def blocked_linear(
     dequantize_rows: Callable[[int, int, torch.Tensor], torch.Tensor],
     buffer_dtype: torch.dtype,
     block_elements: int = BLOCK_ELEMENTS,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``y = x w^T`` for ``x`` ``(M, K)``, with the weight ``w`` ``(N, K)`` never held whole.
+    """``y = x w^T + b`` for ``x`` ``(M, K)``, with the weight ``w`` ``(N, K)`` never held whole.
 
     ``dequantize_rows(start, stop, buffer)`` writes rows ``[start, stop)`` of ``w`` into
     ``buffer`` (``buffer_dtype``, ``(stop - start, K)``) and returns them in ``x``'s
@@ -81,19 +83,24 @@ def blocked_linear(
     changes with it only by float rounding (the matmul may add in another order for
     another shape). Where ``x`` needs a gradient the whole weight is built, since a
     matmul into a preallocated result records none; where one block holds every row,
-    its result is ``y``. Returns ``(M, N)`` in ``x``'s dtype.
+    the result is ``F.linear(x, w, bias)``, the very sums of an ``nn.Linear`` holding
+    ``w``. ``bias`` (``(N,)``, in ``x``'s dtype, or None) is added inside the matmul,
+    as ``F.linear`` does. Returns ``(M, N)`` in ``x``'s dtype.
     """
     k = x.shape[1]
     rows = max(1, block_elements // max(k, 1))
     if rows >= out_features or (torch.is_grad_enabled() and x.requires_grad):
         buffer = torch.empty(out_features, k, dtype=buffer_dtype, device=x.device)
-        return x @ dequantize_rows(0, out_features, buffer).t()  # one block
+        return F.linear(x, dequantize_rows(0, out_features, buffer), bias)  # one block
     buffer = torch.empty(rows, k, dtype=buffer_dtype, device=x.device)
     y = torch.empty(x.shape[0], out_features, dtype=x.dtype, device=x.device)
     for start in range(0, out_features, rows):
         stop = min(start + rows, out_features)
         w = dequantize_rows(start, stop, buffer[: stop - start])
-        torch.mm(x, w.t(), out=y[:, start:stop])
+        if bias is None:
+            torch.mm(x, w.t(), out=y[:, start:stop])
+        else:
+            torch.addmm(bias[start:stop], x, w.t(), out=y[:, start:stop])
     return y
 
 
@@ -343,10 +350,12 @@ class Int4WeightLinear(_QuantizedLinear):
                 scratch = torch.empty_like(self.weight_packed[start:stop])
             return self._dequantize_rows(start, stop, buffer, scratch[: stop - start]).to(x.dtype)
 
-        def matmul(x2d: torch.Tensor) -> torch.Tensor:
-            return blocked_linear(x2d, self.out_features, rows, torch.float32, self.block_elements)
-
-        return self._through_kernel(x, matmul)
+        # the bias inside the matmul, as nn.Linear adds it: where one block holds every
+        # row, the layer gives the sums of an nn.Linear with the dequantized weight
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        x2d = x.reshape(-1, self.in_features).contiguous()
+        y = blocked_linear(x2d, self.out_features, rows, torch.float32, self.block_elements, bias)
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def _dequantize_rows(
         self, start: int, stop: int, out: torch.Tensor, scratch: torch.Tensor

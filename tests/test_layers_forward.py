@@ -244,3 +244,13 @@ def test_w8a16_fused_kernel_with_bfloat16_activations_is_the_formula():
     exact, magnitude = exact_result(layer, x)
     eps = torch.finfo(torch.bfloat16).eps
     assert ((y.double() - exact).abs() <= (512 + 4) * eps * magnitude).all()
+
+
+@given(linear=linears(), data=st.data())
+def test_int4_in_one_block_is_nn_linear_with_the_dequantized_weight_bit_for_bit(linear, data):
+    # Where one block holds every row (the default block at these sizes, and every
+    # layer of MiniLM), forward is F.linear with the same float32 weight and bias:
+    # the same sums in the same order as the float model that simulates it (lesson 08).
+    layer = int4_layer(linear, data.draw)
+    x = torch.randn(2, 3, linear.in_features)
+    assert torch.equal(layer(x), reference(layer, x))
