@@ -53,11 +53,15 @@ CONFIGS: dict[str, dict[str, str]] = {
 DEFAULT_TESTS = ["notebooks", "tests/test_against_pytorch.py", "tests/test_layers.py",
                  "tests/test_layers_forward.py", "tests/test_hardware.py",
                  "tests/test_integer_ops.py", "tests/test_kernels.py",
-                 "tests/test_quantize_fast_path.py", "tests/test_runtimes.py"]
+                 "tests/test_quantize_fast_path.py", "tests/test_runtimes.py",
+                 "tests/test_kquants.py", "tests/test_gguf_matmul.py", "tests/test_float8.py",
+                 "tests/test_block_scaled.py"]
 """nbval on every notebook, the tests whose oracles are CPU kernels (PyTorch's, its packed
 weight-only matmuls', torchao's and ONNX Runtime's), and those of the code that depends on
 the CPU's kernels itself: quantize's fast path (taken only where multiply-add rounds once)
-and compiled form, and the float16/bfloat16 forward of the weight-only layers."""
+and compiled form, the float16/bfloat16 forward of the weight-only layers, and the formats
+that must equal a reference bit for bit (llama.cpp's K-quants, FP8, MX and NVFP4), whose
+float32 arithmetic runs in PyTorch's vectorized kernels."""
 
 
 def run(name: str, pytest_args: list[str]) -> tuple[str, float, str]:
