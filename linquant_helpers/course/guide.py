@@ -130,8 +130,8 @@ def mistakes_section(catalogue: Iterable[Any]) -> str:
 
 def course_map_section(notebook_dir: Path | None = None) -> str:
     """Markdown table of the notebooks and their estimated times (from their first cells)."""
-    from . import site
     from ..lessons import LAST_CORE_LESSON, hours, track, track_totals
+    from . import site
 
     paths = site.find_lessons(notebook_dir or site.NOTEBOOK_DIR)
     rows = ["| # | track | notebook | estimated time |", "| --- | --- | --- | --- |"]
