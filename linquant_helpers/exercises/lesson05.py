@@ -245,6 +245,24 @@ def check_best_clip_ratio(
 # ---------------------------------------------------------------- choosing a percentile
 
 
+def _percentile_logits(
+    model: nn.Module,
+    calib_batches: list[torch.Tensor],
+    x_check: torch.Tensor,
+    percentiles: Sequence[float],
+    act_bits: int,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The float model's logits on ``x_check``, and each percentile's ptq copy's."""
+    with torch.no_grad():
+        reference = model(x_check)
+        logits = []
+        for p in percentiles:
+            observer = functools.partial(PercentileObserver, percentile=p)
+            quantized = ptq(model, calib_batches, observer=observer, act_bits=act_bits)
+            logits.append(quantized(x_check))
+    return reference, logits
+
+
 def logit_errors(
     model: nn.Module,
     calib_batches: list[torch.Tensor],
@@ -253,14 +271,8 @@ def logit_errors(
     act_bits: int,
 ) -> list[float]:
     """Reference: MSE between the logits of each percentile's ptq copy and the float model's."""
-    with torch.no_grad():
-        reference = model(x_check)
-        errors = []
-        for p in percentiles:
-            observer = functools.partial(PercentileObserver, percentile=p)
-            quantized = ptq(model, calib_batches, observer=observer, act_bits=act_bits)
-            errors.append(mse(quantized(x_check), reference))
-    return errors
+    reference, logits = _percentile_logits(model, calib_batches, x_check, percentiles, act_bits)
+    return [mse(out, reference) for out in logits]
 
 
 def top1_agreements(
@@ -271,15 +283,9 @@ def top1_agreements(
     act_bits: int,
 ) -> list[float]:
     """Share of ``x_check`` on which each percentile's ptq copy predicts the float model's class."""
-    with torch.no_grad():
-        reference = model(x_check).argmax(dim=1)
-        agreements = []
-        for p in percentiles:
-            observer = functools.partial(PercentileObserver, percentile=p)
-            quantized = ptq(model, calib_batches, observer=observer, act_bits=act_bits)
-            same = quantized(x_check).argmax(dim=1) == reference
-            agreements.append(same.double().mean().item())
-    return agreements
+    reference, logits = _percentile_logits(model, calib_batches, x_check, percentiles, act_bits)
+    target = reference.argmax(dim=1)
+    return [(out.argmax(dim=1) == target).double().mean().item() for out in logits]
 
 
 def _top1_diagnosis(
