@@ -108,10 +108,12 @@ from .formats import (
 )
 from .gptq import (
     GPTQResult,
+    HessianFactor,
     gptq_quantize,
     gptq_quantize_model,
     gptq_quantize_model_sequential,
     hessian,
+    hessian_factor,
     layer_inputs,
     obq_update,
 )

@@ -16,6 +16,8 @@ and applies the updates of a block of columns to the rest in one matmul (lazy
 batch updates). Everything runs in float64, so the codes are the same on every CPU.
 
 * :func:`hessian`: ``H = 2 X^T X / n``; :func:`obq_update`: one OBQ step, the formula above;
+* :func:`hessian_factor`: what GPTQ needs from ``H`` alone (column order, upper
+  Cholesky factor of the damped ``H^-1``), computed once and shared by every grid;
 * :func:`gptq_quantize`: one weight, per output channel or per group, optional
   act-order; returns codes, qparams and the dequantized weight (:class:`GPTQResult`);
 * :func:`layer_inputs`, :func:`gptq_quantize_model`: every ``nn.Linear`` of a model, each
@@ -112,6 +114,91 @@ def _check_settings(
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")
 
 
+DAMP = 0.01
+"""GPTQ's default damping, as a fraction of ``mean(diag H)`` (the paper's 1 %)."""
+
+
+class HessianFactor(NamedTuple):
+    """What :func:`hessian_factor` returns: GPTQ's work on ``H`` alone.
+
+    ``order`` (the column order; decreasing ``H_jj`` with act-order) and ``dead``
+    (inputs that are always 0) have the shape of ``h`` without its last dim;
+    ``u`` has ``h``'s shape: the upper Cholesky factor of the damped ``H^-1``
+    with rows and columns in ``order``. ``h``, ``damp`` and ``act_order`` are
+    what it was made from: :func:`gptq_quantize` refuses a factor of another
+    Hessian or other settings.
+    """
+
+    order: torch.Tensor
+    u: torch.Tensor
+    dead: torch.Tensor
+    h: torch.Tensor
+    damp: float
+    act_order: bool
+
+
+def hessian_factor(
+    h: torch.Tensor, *, damp: float = DAMP, act_order: bool = False
+) -> HessianFactor:
+    """Steps 1-4 of :func:`gptq_quantize` that depend on ``h`` only, not on the weight or its grid.
+
+    1. Inputs that are always 0 (``H_jj = 0``) are ``dead``; they get ``H_jj = 1``.
+    2. ``order``: with ``act_order``, columns in order of decreasing ``H_jj``; else as they are.
+    3. Damping: ``H + damp * mean(diag H) * I``.
+    4. ``U``, upper triangular with ``U^T U = H^-1`` (rows and columns in ``order``),
+       from one Cholesky factorization, in float64.
+
+    Quantizing one layer several ways (bits, group sizes, grids) needs this once:
+    pass it to :func:`gptq_quantize` as ``factor``. ``h`` is ``(in, in)`` or
+    ``(layers, in, in)``. Raises ``ValueError`` for an ``h`` that is not square,
+    NaN or infinity in it, ``damp < 0``, and when the damped ``H`` is not
+    positive definite (raise ``damp``).
+    """
+    h = check_float_tensor(h, "h")
+    if h.ndim not in (2, 3) or h.shape[-1] != h.shape[-2]:
+        raise ValueError(f"h must be (in, in) or (layers, in, in), got shape {tuple(h.shape)}")
+    if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not damp >= 0:
+        raise ValueError(f"damp must be a number >= 0 (a fraction of mean(diag H)), got {damp!r}")
+    check_finite(h, "h")
+    source, n = h, h.shape[-1]
+    h = h.detach().double().clone().reshape(-1, n, n)
+    diag = h.diagonal(dim1=-2, dim2=-1)  # a view: writing it writes h
+    dead = diag == 0
+    diag.masked_fill_(dead, 1.0)
+    if act_order:
+        order = torch.argsort(diag, dim=-1, descending=True, stable=True)  # (layers, n)
+    else:
+        order = torch.arange(n, device=h.device).expand(h.shape[0], n)
+    h = h.gather(1, order.unsqueeze(2).expand_as(h)).gather(2, order.unsqueeze(1).expand_as(h))
+    diag = h.diagonal(dim1=-2, dim2=-1)
+    diag.add_(damp * diag.mean(dim=-1, keepdim=True))
+    # U, upper, with U^T U = H^-1, in one factorization: with J the reversal, J H J =
+    # L L^T gives H^-1 = (J L^-T J)(J L^-1 J), and J L^-1 J is upper triangular.
+    lower, info = torch.linalg.cholesky_ex(h.flip(-2, -1))
+    if bool((info > 0).any()):
+        raise ValueError("H + damp * mean(diag H) * I is not positive definite: raise damp")
+    eye = torch.eye(n, dtype=h.dtype, device=h.device).expand_as(h)
+    u = torch.linalg.solve_triangular(lower, eye, upper=False).flip(-2, -1)
+    lead = source.shape[:-1]
+    order, u, dead = order.reshape(lead), u.reshape(source.shape), dead.reshape(lead)
+    return HessianFactor(order, u, dead, source, float(damp), bool(act_order))
+
+
+def _check_factor(factor: HessianFactor, h: torch.Tensor, damp: float, act_order: bool) -> None:
+    """Refuse a factor not made from ``h`` with these settings: it would be silently wrong."""
+    if not isinstance(factor, HessianFactor):
+        got = type(factor).__name__
+        raise TypeError(f"factor must be a HessianFactor from hessian_factor(), got {got}")
+    if (factor.damp, factor.act_order) != (float(damp), bool(act_order)):
+        raise ValueError(
+            f"factor was made with damp={factor.damp}, act_order={factor.act_order}; this call "
+            f"has damp={damp}, act_order={act_order}"
+        )
+    same = factor.h is h or (factor.h.shape == h.shape and torch.equal(factor.h, h.to(factor.h)))
+    if not same:
+        raise ValueError("factor was made from another Hessian than h")
+
+
 SCALES = ("minmax", "mse")
 """How :func:`gptq_quantize` chooses its grid: the weight's min and max, or MSE clipping."""
 
@@ -133,10 +220,11 @@ def gptq_quantize(
     *,
     group_size: int | None = None,
     symmetric: bool = True,
-    damp: float = 0.01,
+    damp: float = DAMP,
     act_order: bool = False,
     block_size: int = 32,
     scales: str = "minmax",
+    factor: HessianFactor | None = None,
 ) -> GPTQResult:
     """Quantize an ``(out, in)`` weight with GPTQ, given the Hessian ``h`` of its inputs.
 
@@ -168,6 +256,10 @@ def gptq_quantize(
     one call per layer, in a fraction of the time); the result then has the
     leading ``layers`` dimension too.
 
+    Steps 1-4 depend on ``h``, ``damp`` and ``act_order`` only (:func:`hessian_factor`):
+    to quantize one layer several ways, compute ``factor = hessian_factor(h, damp=..,
+    act_order=..)`` once and pass it; the result is the same as without it.
+
     Raises ``ValueError`` for a weight that is not 2-D or 3-D, an ``h`` that does
     not match it, NaN or infinity in either, a bad ``bits``/``group_size``/
     ``scales``, ``scales="mse"`` with ``symmetric=False``, ``damp < 0``,
@@ -181,15 +273,16 @@ def gptq_quantize(
     if scales == "mse" and not symmetric:
         raise ValueError("scales='mse' clips symmetric scales: it needs symmetric=True")
     check_finite(weight, "weight")
-    check_finite(h, "h")
+    if factor is None:
+        factor = hessian_factor(h, damp=damp, act_order=act_order)
+    else:
+        _check_factor(factor, h, damp, act_order)
     single = weight.ndim == 2
     w = weight.detach().double().clone().reshape(-1, *weight.shape[-2:])
-    h = h.detach().double().clone().to(w.device).reshape(-1, *h.shape[-2:])
     layers, out, n = w.shape
-    diag = h.diagonal(dim1=-2, dim2=-1)  # a view: writing it writes h
-    dead = diag == 0
-    diag.masked_fill_(dead, 1.0)
-    w.masked_fill_(dead.unsqueeze(1), 0.0)
+    order = factor.order.reshape(layers, n).to(w.device)
+    u = factor.u.reshape(layers, n, n).to(w.device)
+    w.masked_fill_(factor.dead.reshape(layers, 1, n).to(w.device), 0.0)
     narrow = symmetric  # symmetric codes are narrow ([-7, 7] at 4 bits), as in lessons 05-08
     qmin, qmax = qrange(bits, signed=True, narrow=narrow)
     per = {"group_size": group_size} if group_size else {"axis": 0}
@@ -201,22 +294,7 @@ def gptq_quantize(
     else:
         scale = torch.empty(layers, out, groups, dtype=torch.float32, device=w.device)
         zero_point = torch.empty(layers, out, groups, dtype=torch.int32, device=w.device)
-    if act_order:
-        order = torch.argsort(diag, dim=-1, descending=True, stable=True)  # (layers, n)
-    else:
-        order = torch.arange(n, device=w.device).expand(layers, n)
     w = w.gather(2, order.unsqueeze(1).expand(layers, out, n))
-    h = h.gather(1, order.unsqueeze(2).expand(layers, n, n))
-    h = h.gather(2, order.unsqueeze(1).expand(layers, n, n))
-    diag = h.diagonal(dim1=-2, dim2=-1)
-    diag.add_(damp * diag.mean(dim=-1, keepdim=True))
-    # U, upper, with U^T U = H^-1, in one factorization: with J the reversal, J H J =
-    # L L^T gives H^-1 = (J L^-T J)(J L^-1 J), and J L^-1 J is upper triangular.
-    factor, info = torch.linalg.cholesky_ex(h.flip(-2, -1))
-    if bool((info > 0).any()):
-        raise ValueError("H + damp * mean(diag H) * I is not positive definite: raise damp")
-    eye = torch.eye(n, dtype=h.dtype, device=h.device).expand_as(h)
-    u = torch.linalg.solve_triangular(factor, eye, upper=False).flip(-2, -1)
     if group_size and not static:  # a block holds whole groups: each group is rounded in one
         block_size = group_size * max(1, block_size // group_size)
     codes = torch.empty(layers, out, n, dtype=code_dtype(bits, signed=True), device=w.device)
@@ -344,9 +422,17 @@ def layer_inputs(
 
 
 def _quantize_in_place(
-    model: nn.Module, inputs: dict[str, torch.Tensor], bits: int, settings: dict[str, Any]
+    model: nn.Module,
+    inputs: dict[str, torch.Tensor],
+    bits: int,
+    settings: dict[str, Any],
+    factors: dict[Any, HessianFactor] | None = None,
 ) -> None:
-    """Give the named layers of ``model`` their GPTQ weights; layers of one shape in one call."""
+    """Give the named layers of ``model`` their GPTQ weights; layers of one shape in one call.
+
+    ``factors`` (optional) keeps each group's :class:`HessianFactor` under its names,
+    ``damp`` and ``act_order``, and reuses it while the group's Hessians are equal.
+    """
     modules = dict(model.named_modules())
     bad = [name for name in inputs if not isinstance(modules.get(name), nn.Linear)]
     if bad:
@@ -357,13 +443,26 @@ def _quantize_in_place(
     for names in by_shape.values():
         weights = torch.stack([modules[name].weight.detach().double() for name in names])
         hessians = torch.stack([hessian(inputs[name]) for name in names])
-        result = gptq_quantize(weights, hessians, bits, **settings)
+        factor = None
+        if factors is not None:
+            damp, act_order = settings.get("damp", DAMP), settings.get("act_order", False)
+            key = (tuple(names), damp, act_order)
+            factor = factors.get(key)
+            if factor is None or not torch.equal(factor.h, hessians):
+                factor = factors[key] = hessian_factor(hessians, damp=damp, act_order=act_order)
+            hessians = factor.h
+        result = gptq_quantize(weights, hessians, bits, factor=factor, **settings)
         for name, w_hat in zip(names, result.weight, strict=True):
             modules[name].weight.data = w_hat.to(modules[name].weight.dtype)
 
 
 def gptq_quantize_model(
-    model: nn.Module, inputs: dict[str, torch.Tensor], bits: int = 4, **settings: Any
+    model: nn.Module,
+    inputs: dict[str, torch.Tensor],
+    bits: int = 4,
+    *,
+    factors: dict[Any, HessianFactor] | None = None,
+    **settings: Any,
 ) -> nn.Module:
     """A copy of ``model`` whose layers named in ``inputs`` hold their GPTQ weights.
 
@@ -375,9 +474,15 @@ def gptq_quantize_model(
     one shape are quantized together (one column loop), with the codes of one
     call per layer. The weights stay float tensors holding the dequantized values
     (simulated quantization); ``model`` itself is not modified.
+
+    ``factors``: an empty dict to start, then the same dict for every call on the
+    same ``inputs``: it keeps each layer group's :class:`HessianFactor`, so that
+    quantizing one model several ways (bits, group sizes, grids) factors each
+    Hessian once per ``damp`` and ``act_order``. A kept factor whose Hessians
+    differ from this call's is made again, never reused.
     """
     quantized = copy.deepcopy(model)
-    _quantize_in_place(quantized, inputs, bits, settings)
+    _quantize_in_place(quantized, inputs, bits, settings, factors)
     return quantized
 
 

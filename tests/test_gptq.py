@@ -15,6 +15,7 @@ from linquant_helpers.gptq import (
     gptq_quantize_model,
     gptq_quantize_model_sequential,
     hessian,
+    hessian_factor,
     layer_inputs,
 )
 
@@ -143,12 +144,26 @@ def _output_error(w, w_hat, x):
 def test_gptq_output_error_not_above_rtn_on_calibration_data(seed, bits, group_size, out) -> None:
     # Not a theorem row by row (GPTQ is greedy: see the next test), but over a layer's rows,
     # with enough tokens (8 per input) for a well-conditioned H, it is what GPTQ is made for.
+    # Per channel both round on the same grid. Per group, GPTQ takes each group's qparams from
+    # its *updated* columns, another grid than RTN's, and can lose by a little: over 500 seeds,
+    # at most 1.028x RTN's error at 3 bits (3 losses; seed 426: 1.006x), 0.990x at 4 bits.
     w, x = _inputs(seed, out=out, n_in=16, tokens=128)
     got = gptq_quantize(w, hessian(x), bits, group_size=group_size, damp=0.01)
     per = {"group_size": group_size} if group_size else {"axis": 0}
     scale, _ = choose_qparams(w, bits, symmetric=True, narrow=True, **per)
     rtn = fake_quantize(w, scale, 0, bits, narrow=True, **per)
-    assert _output_error(w, got.weight, x) <= _output_error(w, rtn, x) * (1 + 1e-9)
+    bound = 1 + 1e-9 if group_size is None else 1.05
+    assert _output_error(w, got.weight, x) <= _output_error(w, rtn, x) * bound
+
+
+def test_gptq_per_group_can_lose_a_little_to_rtn() -> None:
+    # The counterexample hypothesis found to the property above when it asked for <= per group.
+    w, x = _inputs(426, out=32, n_in=16, tokens=128)
+    got = gptq_quantize(w, hessian(x), 3, group_size=8, damp=0.01)
+    scale, _ = choose_qparams(w, 3, symmetric=True, narrow=True, group_size=8)
+    rtn = fake_quantize(w, scale, 0, 3, narrow=True, group_size=8)
+    ratio = _output_error(w, got.weight, x) / _output_error(w, rtn, x)
+    assert 1.0 < ratio < 1.05
 
 
 def test_gptq_can_lose_to_rtn_on_a_single_row() -> None:
@@ -339,6 +354,90 @@ def test_model_quantizes_each_layer_as_its_own_call() -> None:
     for name in "abc":
         alone = gptq_quantize(getattr(model, name).weight, hessian(inputs[name]), 3, act_order=True)
         assert torch.equal(getattr(got, name).weight, alone.weight.double())
+
+
+def test_hessian_factor_is_the_cholesky_factor_of_the_ordered_damped_inverse() -> None:
+    _, x = _inputs(31, out=4, n_in=12, tokens=8)  # 8 tokens, 12 inputs: H is singular
+    x[:, 5] = 0.0  # a dead input
+    h = hessian(x)
+    f = hessian_factor(h, damp=0.1, act_order=True)
+    fixed = h.clone()
+    fixed[5, 5] = 1.0
+    assert f.dead.tolist() == [j == 5 for j in range(12)]
+    assert torch.equal(f.order, torch.argsort(fixed.diagonal(), descending=True, stable=True))
+    p = fixed[f.order][:, f.order]
+    expected = torch.linalg.inv(_damped(p, 0.1))
+    assert torch.allclose(f.u.T @ f.u, expected, rtol=1e-10, atol=1e-12)
+    assert torch.equal(f.u, f.u.triu()) and bool((f.u.diagonal() > 0).all())
+    plain = hessian_factor(h, damp=0.1)
+    assert torch.equal(plain.order, torch.arange(12))
+    with pytest.raises(ValueError, match="damp"):
+        hessian_factor(h, damp=-1.0)
+    with pytest.raises(ValueError, match="positive definite"):
+        hessian_factor(h, damp=0.0)
+    with pytest.raises(ValueError, match="h must be"):
+        hessian_factor(h[:, :5])
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"group_size": 4},
+        {"group_size": 4, "act_order": True, "damp": 0.1},
+        {"act_order": True, "symmetric": False},
+        {"scales": "mse", "act_order": True},
+    ],
+)
+def test_a_factor_made_once_gives_the_same_codes(settings) -> None:
+    pairs = [_inputs(seed, out=5, n_in=16, tokens=40) for seed in (41, 42)]
+    w, h = torch.stack([p[0] for p in pairs]), torch.stack([hessian(p[1]) for p in pairs])
+    keys = {k: settings[k] for k in ("damp", "act_order") if k in settings}
+    factor = hessian_factor(h, **keys)
+    for bits in (3, 4):
+        with_factor = gptq_quantize(w, h, bits, factor=factor, **settings)
+        for got, expected in zip(with_factor, gptq_quantize(w, h, bits, **settings), strict=True):
+            assert torch.equal(got, expected)
+    single = hessian_factor(h[0], **keys)
+    got = gptq_quantize(w[0], h[0], 3, factor=single, **settings)
+    assert torch.equal(got.codes, gptq_quantize(w[0], h[0], 3, **settings).codes)
+
+
+def test_a_factor_of_other_settings_or_another_hessian_is_refused() -> None:
+    w, x = _inputs(43, out=4, n_in=8, tokens=30)
+    h = hessian(x)
+    factor = hessian_factor(h, damp=0.1, act_order=True)
+    with pytest.raises(ValueError, match="damp=0.1, act_order=True"):
+        gptq_quantize(w, h, 3, factor=factor)  # the call's defaults: damp 0.01, no act-order
+    with pytest.raises(ValueError, match="another Hessian"):
+        gptq_quantize(w, hessian(x[:20]), 3, damp=0.1, act_order=True, factor=factor)
+    with pytest.raises(TypeError, match="HessianFactor"):
+        gptq_quantize(w, h, 3, factor=tuple(factor))
+    same = gptq_quantize(w, h.clone(), 3, damp=0.1, act_order=True, factor=factor)  # equal h
+    assert torch.equal(same.codes, gptq_quantize(w, h, 3, damp=0.1, act_order=True).codes)
+
+
+def test_model_factors_are_made_once_and_remade_for_other_inputs() -> None:
+    model = _two_layers()
+    gen = torch.Generator().manual_seed(2)
+    x = {"x": torch.randn(3, 20, 8, generator=gen, dtype=torch.float64)}
+    inputs = layer_inputs(model, x, ["a", "b", "c"])
+    factors: dict = {}
+    first = gptq_quantize_model(model, inputs, 3, factors=factors, damp=0.1, act_order=True)
+    assert len(factors) == 1  # three layers of one shape: one group
+    kept = next(iter(factors.values()))
+    second = gptq_quantize_model(model, inputs, 4, factors=factors, damp=0.1, act_order=True)
+    assert next(iter(factors.values())) is kept  # reused, not made again
+    for bits, got in ((3, first), (4, second)):
+        expected = gptq_quantize_model(model, inputs, bits, damp=0.1, act_order=True)
+        assert all(torch.equal(getattr(got, n).weight, getattr(expected, n).weight) for n in "abc")
+    gptq_quantize_model(model, inputs, 3, factors=factors)  # other settings: a second factor
+    assert len(factors) == 2
+    fewer = {name: rows[:30] for name, rows in inputs.items()}  # other inputs, same key
+    got = gptq_quantize_model(model, fewer, 3, factors=factors, damp=0.1, act_order=True)
+    assert next(iter(factors.values())) is not kept  # made again from the new Hessians
+    expected = gptq_quantize_model(model, fewer, 3, damp=0.1, act_order=True)
+    assert all(torch.equal(getattr(got, n).weight, getattr(expected, n).weight) for n in "abc")
 
 
 def test_sequential_calibrates_each_stage_on_the_quantized_stages_before_it() -> None:
