@@ -294,22 +294,23 @@ def gptq_quantize(
     else:
         scale = torch.empty(layers, out, groups, dtype=torch.float32, device=w.device)
         zero_point = torch.empty(layers, out, groups, dtype=torch.int32, device=w.device)
-    w = w.gather(2, order.unsqueeze(1).expand(layers, out, n))
+    # columns in order, and each column contiguous: (layers, n, out), row j is column j
+    w = w.gather(2, order.unsqueeze(1).expand(layers, out, n)).transpose(1, 2).contiguous()
     if group_size and not static:  # a block holds whole groups: each group is rounded in one
         block_size = group_size * max(1, block_size // group_size)
-    codes = torch.empty(layers, out, n, dtype=code_dtype(bits, signed=True), device=w.device)
+    codes = torch.empty(layers, n, out, dtype=code_dtype(bits, signed=True), device=w.device)
     group_of = order // group_size if group_size else torch.zeros_like(order)  # (layers, n)
     u_diag = u.diagonal(dim1=-2, dim2=-1)
     qparams, current = None, None
     for b0 in range(0, n, block_size):
         b1 = min(b0 + block_size, n)
-        block = w[:, :, b0:b1].clone()
-        errors = torch.empty(layers, out, b1 - b0, dtype=w.dtype, device=w.device)
+        block = w[:, b0:b1].clone()
+        errors = torch.empty(layers, b1 - b0, out, dtype=w.dtype, device=w.device)
         for i in range(b1 - b0):
             j = b0 + i
             if not static and j % group_size == 0:  # a new group: qparams from its updated columns
                 sz = choose_qparams(
-                    block[:, :, i : i + group_size].reshape(-1, group_size),
+                    block[:, i : i + group_size].transpose(1, 2).reshape(-1, group_size),
                     bits, symmetric=symmetric, narrow=narrow, axis=0,
                 )  # fmt: skip
                 scale[:, :, j // group_size] = sz[0].reshape(layers, out)
@@ -322,12 +323,13 @@ def gptq_quantize(
             elif qparams is None or (group_size and j // group_size != current):
                 current = j // group_size if group_size else 0
                 qparams = _column_qparams(scale[:, :, current], zero_point[:, :, current])
-            codes[:, :, j], w_hat = _round_column(block[:, :, i], qparams, qmin, qmax, codes.dtype)
-            errors[:, :, i] = err = (block[:, :, i] - w_hat) / u_diag[:, j : j + 1]
-            block[:, :, i:].baddbmm_(
-                err.unsqueeze(2), u[:, j : j + 1, j:b1], alpha=-1
+            codes[:, j], w_hat = _round_column(block[:, i], qparams, qmin, qmax, codes.dtype)
+            errors[:, i] = err = (block[:, i] - w_hat) / u_diag[:, j : j + 1]
+            block[:, i:].baddbmm_(
+                u[:, j, j:b1].unsqueeze(2), err.unsqueeze(1), alpha=-1
             )  # w -= e_j U_j
-        w[:, :, b1:] -= errors @ u[:, b0:b1, b1:]  # the later blocks, in one matmul (lazy batch)
+        w[:, b1:] -= u[:, b0:b1, b1:].transpose(1, 2) @ errors  # the later blocks: one matmul
+    codes = codes.transpose(1, 2)
     codes = codes.gather(2, torch.argsort(order, dim=-1).unsqueeze(1).expand(layers, out, n))
     scale = scale.reshape(layers, out, groups) if group_size else scale.reshape(layers, out)
     zero_point = zero_point.reshape(scale.shape)
@@ -426,12 +428,12 @@ def _quantize_in_place(
     inputs: dict[str, torch.Tensor],
     bits: int,
     settings: dict[str, Any],
-    factors: dict[Any, HessianFactor] | None = None,
+    factors: dict[Any, tuple[list[torch.Tensor], HessianFactor]] | None = None,
 ) -> None:
     """Give the named layers of ``model`` their GPTQ weights; layers of one shape in one call.
 
-    ``factors`` (optional) keeps each group's :class:`HessianFactor` under its names,
-    ``damp`` and ``act_order``, and reuses it while the group's Hessians are equal.
+    ``factors`` (optional) keeps each group's inputs and :class:`HessianFactor` under
+    its names, ``damp`` and ``act_order``, and reuses the factor while the inputs are equal.
     """
     modules = dict(model.named_modules())
     bad = [name for name in inputs if not isinstance(modules.get(name), nn.Linear)]
@@ -442,18 +444,28 @@ def _quantize_in_place(
         by_shape.setdefault(tuple(modules[name].weight.shape), []).append(name)
     for names in by_shape.values():
         weights = torch.stack([modules[name].weight.detach().double() for name in names])
-        hessians = torch.stack([hessian(inputs[name]) for name in names])
-        factor = None
-        if factors is not None:
-            damp, act_order = settings.get("damp", DAMP), settings.get("act_order", False)
-            key = (tuple(names), damp, act_order)
-            factor = factors.get(key)
-            if factor is None or not torch.equal(factor.h, hessians):
-                factor = factors[key] = hessian_factor(hessians, damp=damp, act_order=act_order)
+        xs = [inputs[name] for name in names]
+        key = (tuple(names), settings.get("damp", DAMP), settings.get("act_order", False))
+        kept = None if factors is None else factors.get(key)
+        if kept is not None and _same_tensors(kept[0], xs):  # a few MB to compare, not an H
+            factor = kept[1]
             hessians = factor.h
+        else:
+            hessians = torch.stack([hessian(x) for x in xs])
+            factor = None
+            if factors is not None:
+                factor = hessian_factor(hessians, damp=key[1], act_order=key[2])
+                factors[key] = ([x.clone() for x in xs], factor)  # copies: X is small, H not
         result = gptq_quantize(weights, hessians, bits, factor=factor, **settings)
         for name, w_hat in zip(names, result.weight, strict=True):
             modules[name].weight.data = w_hat.to(modules[name].weight.dtype)
+
+
+def _same_tensors(kept: list[torch.Tensor], xs: list[torch.Tensor]) -> bool:
+    """Whether the inputs a factor was made from (copies) hold the values of these."""
+    return len(kept) == len(xs) and all(
+        a.shape == b.shape and torch.equal(a, b) for a, b in zip(kept, xs, strict=True)
+    )
 
 
 def gptq_quantize_model(
@@ -461,7 +473,7 @@ def gptq_quantize_model(
     inputs: dict[str, torch.Tensor],
     bits: int = 4,
     *,
-    factors: dict[Any, HessianFactor] | None = None,
+    factors: dict[Any, Any] | None = None,
     **settings: Any,
 ) -> nn.Module:
     """A copy of ``model`` whose layers named in ``inputs`` hold their GPTQ weights.
@@ -476,10 +488,10 @@ def gptq_quantize_model(
     (simulated quantization); ``model`` itself is not modified.
 
     ``factors``: an empty dict to start, then the same dict for every call on the
-    same ``inputs``: it keeps each layer group's :class:`HessianFactor`, so that
-    quantizing one model several ways (bits, group sizes, grids) factors each
-    Hessian once per ``damp`` and ``act_order``. A kept factor whose Hessians
-    differ from this call's is made again, never reused.
+    same ``inputs``: it keeps each layer group's inputs and :class:`HessianFactor`,
+    so that quantizing one model several ways (bits, group sizes, grids) factors
+    each Hessian once per ``damp`` and ``act_order``. A kept factor whose inputs
+    differ from this call's (in their values) is made again, never reused.
     """
     quantized = copy.deepcopy(model)
     _quantize_in_place(quantized, inputs, bits, settings, factors)

@@ -425,17 +425,23 @@ def test_model_factors_are_made_once_and_remade_for_other_inputs() -> None:
     factors: dict = {}
     first = gptq_quantize_model(model, inputs, 3, factors=factors, damp=0.1, act_order=True)
     assert len(factors) == 1  # three layers of one shape: one group
-    kept = next(iter(factors.values()))
+    kept = next(iter(factors.values()))[1]
     second = gptq_quantize_model(model, inputs, 4, factors=factors, damp=0.1, act_order=True)
-    assert next(iter(factors.values())) is kept  # reused, not made again
+    assert next(iter(factors.values()))[1] is kept  # reused, not made again
     for bits, got in ((3, first), (4, second)):
         expected = gptq_quantize_model(model, inputs, bits, damp=0.1, act_order=True)
         assert all(torch.equal(getattr(got, n).weight, getattr(expected, n).weight) for n in "abc")
     gptq_quantize_model(model, inputs, 3, factors=factors)  # other settings: a second factor
     assert len(factors) == 2
-    fewer = {name: rows[:30] for name, rows in inputs.items()}  # other inputs, same key
+    fewer = {name: rows[:30].clone() for name, rows in inputs.items()}  # other inputs, same key
     got = gptq_quantize_model(model, fewer, 3, factors=factors, damp=0.1, act_order=True)
-    assert next(iter(factors.values())) is not kept  # made again from the new Hessians
+    remade = next(iter(factors.values()))[1]
+    assert remade is not kept  # made again from the new Hessians
+    expected = gptq_quantize_model(model, fewer, 3, damp=0.1, act_order=True)
+    assert all(torch.equal(getattr(got, n).weight, getattr(expected, n).weight) for n in "abc")
+    fewer["b"].mul_(2.0)  # the same tensor, changed in place: its factor is stale
+    got = gptq_quantize_model(model, fewer, 3, factors=factors, damp=0.1, act_order=True)
+    assert next(iter(factors.values()))[1] is not remade
     expected = gptq_quantize_model(model, fewer, 3, damp=0.1, act_order=True)
     assert all(torch.equal(getattr(got, n).weight, getattr(expected, n).weight) for n in "abc")
 
