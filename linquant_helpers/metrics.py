@@ -1,8 +1,8 @@
 """How far is the dequantized tensor from the original, and how far are two models' outputs?
 
 * :func:`mse`, :func:`max_abs_error`, :func:`sqnr_db` - the error of a tensor;
-* :func:`mean_cosine`, :func:`spearman` (with :func:`average_ranks`),
-  :func:`top1_accuracy` - embeddings compared, ranked and retrieved (lesson 08).
+* :func:`mean_cosine`, :func:`spearman` (with :func:`average_ranks`; :func:`spearman_rows`
+  for many at once), :func:`top1_accuracy` - embeddings compared, ranked and retrieved (lesson 08).
 
 All are computed in float64 and returned as Python floats.
 """
@@ -102,6 +102,36 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
     if norm == 0:
         raise ValueError("x or y is constant: its rank correlation is undefined")
     return float((rx * ry).sum() / norm)
+
+
+def spearman_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """:func:`spearman` of each row of ``x`` with the same row of ``y``, ``(B, n)`` -> ``(B,)``.
+
+    For many small samples at once (bootstrap resamples, lesson 09): the average
+    rank of ``x_i`` in its row is ``#{x_j < x_i} + (#{x_j = x_i} + 1) / 2``, from
+    ``(B, n, n)`` comparisons, then Pearson's correlation per row, in float64.
+    Raises ``ValueError`` for shapes that are not one ``(B, n)`` with ``n >= 2``,
+    and for a constant row (its rank correlation is undefined).
+    """
+    if x.ndim != 2 or x.shape != y.shape or x.shape[1] < 2:
+        raise ValueError(
+            "x and y must be (B, n) of one shape with n >= 2, got "
+            f"{tuple(x.shape)}, {tuple(y.shape)}"
+        )
+
+    def ranks(v: torch.Tensor) -> torch.Tensor:
+        v = v.double()
+        below = (v.unsqueeze(1) < v.unsqueeze(2)).sum(dim=2, dtype=torch.float64)
+        equal = (v.unsqueeze(1) == v.unsqueeze(2)).sum(dim=2, dtype=torch.float64)
+        return below + (equal + 1) / 2
+
+    rx, ry = ranks(x), ranks(y)
+    rx, ry = rx - rx.mean(dim=1, keepdim=True), ry - ry.mean(dim=1, keepdim=True)
+    norm = rx.norm(dim=1) * ry.norm(dim=1)
+    if bool((norm == 0).any()):
+        row = int((norm == 0).nonzero()[0])
+        raise ValueError(f"row {row} of x or y is constant: its rank correlation is undefined")
+    return (rx * ry).sum(dim=1) / norm
 
 
 def top1_accuracy(queries: torch.Tensor, corpus: torch.Tensor, answers: torch.Tensor) -> float:

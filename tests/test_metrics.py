@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from scipy import stats as scipy_stats  # scikit-learn, a dependency, requires scipy
 
 from linquant_helpers import choose_qparams, fake_quantize, max_abs_error, mse, sqnr_db
-from linquant_helpers.metrics import average_ranks, mean_cosine, spearman, top1_accuracy
+from linquant_helpers.metrics import (
+    average_ranks,
+    mean_cosine,
+    spearman,
+    spearman_rows,
+    top1_accuracy,
+)
 
 
 def test_hand_values():
@@ -121,3 +127,24 @@ def test_top1_accuracy_and_mean_cosine_by_hand() -> None:
     a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     b = torch.tensor([[1.0, 1.0], [0.0, -1.0]])
     assert mean_cosine(a, b) == pytest.approx((1 / math.sqrt(2) - 1) / 2)
+
+
+def test_spearman_rows_is_spearman_of_each_row() -> None:
+    gen = torch.Generator().manual_seed(5)
+    labels = torch.randint(0, 6, (54,), generator=gen).double()  # graded, many ties
+    sims = torch.rand(54, generator=gen)
+    picks = torch.randint(0, 54, (200, 54), generator=gen)  # bootstrap resamples: ties in both
+    got = spearman_rows(sims[picks], labels[picks])
+    assert got.dtype == torch.float64 and got.shape == (200,)
+    for b in (0, 1, 57, 199):
+        expected = scipy_stats.spearmanr(sims[picks[b]].numpy(), labels[picks[b]].numpy()).statistic
+        assert math.isclose(
+            got[b].item(), spearman(sims[picks[b]], labels[picks[b]]), rel_tol=1e-12
+        )
+        assert math.isclose(got[b].item(), expected, rel_tol=1e-12, abs_tol=1e-12)
+    with pytest.raises(ValueError, match="row 1 of x or y is constant"):
+        spearman_rows(
+            torch.tensor([[1.0, 2.0], [3.0, 3.0]]), torch.tensor([[1.0, 2.0], [1.0, 2.0]])
+        )
+    with pytest.raises(ValueError, match="must be \\(B, n\\)"):
+        spearman_rows(torch.rand(5), torch.rand(5))
