@@ -94,6 +94,11 @@ def obq_update(w: torch.Tensor, q: torch.Tensor, h_inv: torch.Tensor) -> torch.T
     return w[:, 1:] - err.unsqueeze(1) * h_inv[0, 1:]
 
 
+def _check_damp(damp: float) -> None:
+    if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not damp >= 0:
+        raise ValueError(f"damp must be a number >= 0 (a fraction of mean(diag H)), got {damp!r}")
+
+
 def _check_settings(
     weight: torch.Tensor, h: torch.Tensor, group_size: int | None, damp: float, block_size: int
 ) -> None:
@@ -108,8 +113,7 @@ def _check_settings(
         got = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
         raise ValueError(f"h must be the {want} Hessian of the weight's inputs, got {got}")
     Granularity.of(weight.shape[-2:], None, group_size)  # raises for a g that does not divide in
-    if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not damp >= 0:
-        raise ValueError(f"damp must be a number >= 0 (a fraction of mean(diag H)), got {damp!r}")
+    _check_damp(damp)
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")
 
@@ -157,8 +161,7 @@ def hessian_factor(
     h = check_float_tensor(h, "h")
     if h.ndim not in (2, 3) or h.shape[-1] != h.shape[-2]:
         raise ValueError(f"h must be (in, in) or (layers, in, in), got shape {tuple(h.shape)}")
-    if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not damp >= 0:
-        raise ValueError(f"damp must be a number >= 0 (a fraction of mean(diag H)), got {damp!r}")
+    _check_damp(damp)
     check_finite(h, "h")
     source, n = h, h.shape[-1]
     h = h.detach().double().clone().reshape(-1, n, n)
